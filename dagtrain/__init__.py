@@ -1,0 +1,41 @@
+"""dagtrain: neural-network training compiled into an explicit task graph and run on Dask.
+
+    import dagtrain as dt
+    data = dt.datasets.mnist()
+    model = dt.MLP([784, 256, 256, 10], activation="relu", loss="softmax_xent", seed=0)
+    plan = dt.compile(model, data, schedule=dt.Sync(), batch_size=128, epochs=3, lr=0.05, momentum=0.9)
+    print(plan.summary())
+    result = plan.run()
+"""
+
+from dagtrain import datasets
+from dagtrain.data import Dataset, open_dataset, to_zarr
+from dagtrain.errors import ConfigError, CorruptStoreError, DagtrainError, DataError, GraphError, StoreNotFoundError
+from dagtrain.model import MLP, Params
+from dagtrain.plan import Plan, compile
+from dagtrain.result import TrainResult, load_weights
+from dagtrain.schedules import Schedule, Sync
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "MLP",
+    "ConfigError",
+    "CorruptStoreError",
+    "DagtrainError",
+    "DataError",
+    "Dataset",
+    "GraphError",
+    "Params",
+    "Plan",
+    "Schedule",
+    "StoreNotFoundError",
+    "Sync",
+    "TrainResult",
+    "__version__",
+    "compile",
+    "datasets",
+    "load_weights",
+    "open_dataset",
+    "to_zarr",
+]

@@ -1,0 +1,67 @@
+"""Static analysis of a task graph with networkx: counts, critical path, width. Nothing runs."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+import networkx as nx
+
+
+@dataclass
+class GraphStats:
+    """What a graph (or a sum of window graphs) holds and how parallel it can be."""
+
+    ops: Counter[str] = field(default_factory=Counter)
+    edges: Counter[str] = field(default_factory=Counter)
+    work: float = 0.0
+    span: float = 0.0
+    span_ops: int = 0
+    width: int = 0
+
+    @property
+    def parallelism(self) -> float:
+        """Total work over critical-path work: the most workers that could be kept busy on average."""
+        return self.work / self.span if self.span else 0.0
+
+    def __add__(self, other: GraphStats) -> GraphStats:
+        """Two graphs run one after the other: counts and spans add, width is the larger."""
+        return GraphStats(self.ops + other.ops, self.edges + other.edges, self.work + other.work,
+                          self.span + other.span, self.span_ops + other.span_ops, max(self.width, other.width))
+
+    def scaled(self, n: int) -> GraphStats:
+        """``n`` copies of this graph run one after the other."""
+        return GraphStats(Counter({k: v * n for k, v in self.ops.items()}), Counter({k: v * n for k, v in self.edges.items()}),
+                          self.work * n, self.span * n, self.span_ops * n, self.width if n else 0)
+
+
+def critical_path(g: nx.DiGraph, weight: str = "cost") -> tuple[list[str], float]:
+    """The heaviest path through ``g`` by node ``weight`` (flops by default) and its total."""
+    best: dict[str, tuple[float, str | None]] = {}
+    for key in nx.topological_sort(g):
+        w = float(g.nodes[key].get(weight, 0.0))
+        preds = [(best[p][0], p) for p in g.predecessors(key)]
+        top = max(preds, default=(0.0, None))
+        best[key] = (top[0] + w, top[1])
+    if not best:
+        return [], 0.0
+    end = max(best, key=lambda k: best[k][0])
+    path: list[str] = []
+    node: str | None = end
+    while node is not None:
+        path.append(node)
+        node = best[node][1]
+    return path[::-1], best[end][0]
+
+
+def analyze(g: nx.DiGraph) -> GraphStats:
+    """Counts by kind, total work, critical path (by cost) and width (largest topological generation)."""
+    path, span = critical_path(g)
+    return GraphStats(
+        ops=Counter(d["kind"] for _, d in g.nodes(data=True)),
+        edges=Counter(d["kind"] for _, _, d in g.edges(data=True)),
+        work=sum(d.get("cost", 0.0) for _, d in g.nodes(data=True)),
+        span=span,
+        span_ops=len(path),
+        width=max((len(gen) for gen in nx.topological_generations(g)), default=0),
+    )

@@ -1,0 +1,39 @@
+"""The order samples are visited in: decided from (seed, epoch) before anything runs.
+
+Each epoch permutes the chunks, then shuffles samples within pools of consecutive
+(permuted) chunks of about ``pool`` samples. A run of steps therefore touches only
+the chunks of its pools, so a task reads few chunks, and every sample is visited
+exactly once per epoch. Every scheduler, and the reference loop, use this one function.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+
+@functools.lru_cache(maxsize=8)
+def epoch_order(n: int, chunk_size: int, seed: int, epoch: int, pool: int = 4096) -> np.ndarray:
+    """Indices of the ``n`` samples in the order epoch ``epoch`` visits them (read-only)."""
+    rng = np.random.default_rng([seed, epoch])
+    n_chunks = -(-n // chunk_size)
+    per_pool = max(1, pool // chunk_size)
+    chunks = rng.permutation(n_chunks)
+    parts = []
+    for g in range(0, n_chunks, per_pool):
+        ids = np.concatenate([np.arange(c * chunk_size, min((c + 1) * chunk_size, n)) for c in chunks[g : g + per_pool]])
+        parts.append(rng.permutation(ids))
+    order = np.concatenate(parts)
+    order.setflags(write=False)
+    return order
+
+
+def steps_per_epoch(n: int, batch_size: int) -> int:
+    """Steps in one epoch; the last batch may be smaller (no sample is dropped)."""
+    return -(-n // batch_size)
+
+
+def batch_indices(n: int, chunk_size: int, seed: int, epoch: int, batch: int, batch_size: int) -> np.ndarray:
+    """Indices of batch ``batch`` of epoch ``epoch``."""
+    return epoch_order(n, chunk_size, seed, epoch)[batch * batch_size : (batch + 1) * batch_size]

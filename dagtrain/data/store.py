@@ -1,0 +1,213 @@
+"""Datasets as zarr stores, chunked along samples, read a chunk at a time by the tasks.
+
+Layout of a store (a zarr v3 group)::
+
+    <path>/                    attrs: format, n_features, n_classes, chunk_size, splits
+      train/x  (n, n_features) float32, chunks (chunk_size, n_features)
+      train/y  (n,)            int32,   chunks (chunk_size,)
+      test/x, test/y, ...      the same for every other split
+
+Chunks are stored uncompressed by default: a 128-row chunk of MNIST reads about 2x
+faster than with zstd on these machines, and reading is on the training path.
+``x`` is filled with NaN and ``y`` with -1 where a chunk is missing, so a truncated
+store is caught when a task reads the chunk, with the store, split and chunk named.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zarr
+
+from dagtrain.data.atomic import atomic_directory
+from dagtrain.errors import ConfigError, CorruptStoreError, DataError, StoreNotFoundError
+
+FORMAT = "dagtrain.dataset/1"
+Array = np.ndarray
+
+
+def _check_split(name: str, x: Any, y: Any, n_classes: int | None) -> tuple[Array, Array]:
+    x = np.asarray(x)
+    y = np.asarray(y)
+    if x.ndim != 2:
+        raise DataError(f"split {name!r}: x must be 2-D (samples, features), got shape {x.shape}; reshape it, e.g. x.reshape(len(x), -1)")
+    if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
+        raise DataError(f"split {name!r}: x has dtype {x.dtype}; it must be numeric")
+    if y.ndim != 1:
+        raise DataError(f"split {name!r}: y must be 1-D integer class labels, got shape {y.shape}")
+    if len(x) != len(y):
+        raise DataError(f"split {name!r}: x has {len(x)} samples but y has {len(y)}; they must match")
+    if len(x) == 0:
+        raise DataError(f"split {name!r} is empty")
+    if not np.issubdtype(y.dtype, np.integer):
+        if not np.issubdtype(y.dtype, np.floating) or not np.all(np.mod(y, 1) == 0):
+            raise DataError(f"split {name!r}: y must hold integer class labels, got dtype {y.dtype}")
+    x = x.astype(np.float32, copy=False)
+    bad = ~np.isfinite(x)
+    if bad.any():
+        row, col = np.argwhere(bad)[0]
+        raise DataError(
+            f"split {name!r}: x holds {int(bad.sum())} NaN or inf values, the first at sample {row}, "
+            f"feature {col}; clean or impute the data before writing it"
+        )
+    y = y.astype(np.int64)
+    if y.min() < 0 or (n_classes is not None and y.max() >= n_classes):
+        hi = "" if n_classes is None else f" and below n_classes={n_classes}"
+        i = int(np.argmax((y < 0) | (y >= (n_classes if n_classes is not None else np.inf))))
+        raise DataError(f"split {name!r}: label y[{i}] = {y[i]} is out of range; labels must be >= 0{hi}")
+    return x, y.astype(np.int32)
+
+
+def write_dataset(
+    path: str | os.PathLike[str],
+    splits: Mapping[str, tuple[Any, Any]],
+    *,
+    chunk_size: int,
+    n_classes: int | None = None,
+    overwrite: bool = False,
+    compress: bool = False,
+    source: str = "",
+) -> Dataset:
+    """Validate the splits and write them as one zarr store, atomically.
+
+    The store is written into a temporary directory beside ``path`` and renamed into
+    place only when complete, so an error or a kill never leaves a half-written store.
+    ``n_classes`` defaults to the largest label plus one.
+    """
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer)) or chunk_size <= 0:
+        raise ConfigError(f"chunk_size (batch_size) = {chunk_size!r} must be a positive integer, e.g. 128")
+    if "train" not in splits:
+        raise DataError(f"the splits {sorted(splits)} have no 'train' split")
+    checked = {name: _check_split(name, x, y, n_classes) for name, (x, y) in splits.items()}
+    widths = {name: x.shape[1] for name, (x, _) in checked.items()}
+    if len(set(widths.values())) != 1:
+        raise DataError(f"splits disagree on the number of features: {widths}")
+    if n_classes is None:
+        n_classes = int(max(int(y.max()) for _, y in checked.values())) + 1
+    attrs = {
+        "format": FORMAT,
+        "n_features": int(next(iter(widths.values()))),
+        "n_classes": int(n_classes),
+        "chunk_size": int(chunk_size),
+        "splits": {name: len(y) for name, (_, y) in checked.items()},
+        "source": source,
+    }
+    compressors: Any = "auto" if compress else None
+    with atomic_directory(path, overwrite=overwrite) as tmp:
+        root = zarr.open_group(str(tmp), mode="w")
+        for name, (x, y) in checked.items():
+            root.create_array(f"{name}/x", shape=x.shape, dtype="float32", chunks=(chunk_size, x.shape[1]),
+                              compressors=compressors, fill_value=np.nan)[...] = x
+            root.create_array(f"{name}/y", shape=y.shape, dtype="int32", chunks=(chunk_size,),
+                              compressors=compressors, fill_value=-1)[...] = y
+        root.attrs.update(attrs)
+    return open_dataset(path)
+
+
+def to_zarr(
+    x: Any,
+    y: Any,
+    path: str | os.PathLike[str],
+    batch_size: int,
+    *,
+    test: tuple[Any, Any] | None = None,
+    n_classes: int | None = None,
+    overwrite: bool = False,
+) -> Dataset:
+    """Write training samples ``x`` (n, features) and labels ``y`` (n,) to a zarr store.
+
+    Chunks hold ``batch_size`` samples, so one training step reads one chunk. ``test``
+    adds a held-out split used for the test accuracy. Returns the opened :class:`Dataset`.
+    """
+    splits = {"train": (x, y)}
+    if test is not None:
+        splits["test"] = test
+    return write_dataset(path, splits, chunk_size=batch_size, n_classes=n_classes, overwrite=overwrite)
+
+
+@functools.lru_cache(maxsize=64)
+def _open_arrays(path: str, split: str) -> tuple[Any, Any]:
+    root = zarr.open_group(path, mode="r")
+    return root[f"{split}/x"], root[f"{split}/y"]
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A handle on a dataset store: plain metadata, cheap to pickle and send to a worker.
+
+    Tasks call :meth:`read_chunk` to read only the chunks they need.
+    """
+
+    path: str
+    n_features: int
+    n_classes: int
+    chunk_size: int
+    split_sizes: Mapping[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "split_sizes", dict(self.split_sizes))
+
+    def size(self, split: str = "train") -> int:
+        """Number of samples in ``split``."""
+        if split not in self.split_sizes:
+            raise ConfigError(f"dataset {self.path} has no split {split!r}; it has {sorted(self.split_sizes)}")
+        return self.split_sizes[split]
+
+    def n_chunks(self, split: str = "train") -> int:
+        """Number of chunks ``split`` is stored in."""
+        return -(-self.size(split) // self.chunk_size)
+
+    def read_chunk(self, split: str, chunk: int) -> tuple[Array, Array]:
+        """Read chunk ``chunk`` of ``split``: (x float32, y int32); checks it is whole."""
+        lo = chunk * self.chunk_size
+        hi = min(lo + self.chunk_size, self.size(split))
+        where = f"store {self.path}, split {split!r}, chunk {chunk} (samples {lo}:{hi})"
+        try:
+            xa, ya = _open_arrays(self.path, split)
+            x, y = np.asarray(xa[lo:hi]), np.asarray(ya[lo:hi])
+        except Exception as exc:  # zarr raises many kinds; all mean the same thing here
+            raise CorruptStoreError(f"cannot read {where}: {exc}; rewrite the store") from exc
+        if (y < 0).any() or np.isnan(x[:, 0]).any():
+            raise CorruptStoreError(f"{where} is missing or truncated; rewrite the store")
+        return x, y
+
+    def read_split(self, split: str) -> tuple[Array, Array]:
+        """Read a whole split into memory, chunk by chunk (with the same checks)."""
+        parts = [self.read_chunk(split, c) for c in range(self.n_chunks(split))]
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+
+def open_dataset(path: str | os.PathLike[str]) -> Dataset:
+    """Open a store written by :func:`to_zarr` or :func:`write_dataset` and check its structure."""
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise StoreNotFoundError(f"no dataset store at {p}; write one with dagtrain.to_zarr(x, y, {str(p)!r}, batch_size)")
+    try:
+        root = zarr.open_group(str(p), mode="r")
+        attrs = dict(root.attrs)
+    except Exception as exc:
+        raise CorruptStoreError(f"{p} is not a readable zarr store ({exc}); delete it and write it again") from exc
+    if attrs.get("format") != FORMAT:
+        raise CorruptStoreError(
+            f"{p} is not a dagtrain dataset store (format {attrs.get('format')!r}, expected {FORMAT!r}); "
+            "delete it and write it again with dagtrain.to_zarr"
+        )
+    ds = Dataset(str(p.resolve()), int(attrs["n_features"]), int(attrs["n_classes"]), int(attrs["chunk_size"]),
+                 {k: int(v) for k, v in attrs["splits"].items()})
+    for split, n in ds.split_sizes.items():
+        try:
+            xa, ya = root[f"{split}/x"], root[f"{split}/y"]
+        except KeyError as exc:
+            raise CorruptStoreError(f"{p}: split {split!r} is listed but its arrays are missing; rewrite the store") from exc
+        if xa.shape != (n, ds.n_features) or ya.shape != (n,) or xa.dtype != np.float32 or ya.dtype != np.int32:
+            raise CorruptStoreError(
+                f"{p}: split {split!r} has x {xa.shape} {xa.dtype} and y {ya.shape} {ya.dtype}, expected "
+                f"x ({n}, {ds.n_features}) float32 and y ({n},) int32; rewrite the store"
+            )
+    return ds

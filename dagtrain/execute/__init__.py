@@ -1,0 +1,1 @@
+"""Execution: fusion into tasks, lowering to Dask graphs, schedulers, the window loop."""

@@ -1,0 +1,62 @@
+"""Run a Plan on Dask window by window: lower, get, carry the state into the next window."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from dagtrain.execute.lower import dask_key, lower
+from dagtrain.execute.schedulers import open_scheduler
+from dagtrain.result import TrainResult
+
+if TYPE_CHECKING:
+    from dagtrain.plan import Plan
+
+
+def execute(plan: Plan, scheduler: Any = None, *,
+            progress: Callable[[int, int, dict[str, Any]], None] | None = None) -> TrainResult:
+    """Train ``plan`` on ``scheduler``; see :meth:`dagtrain.plan.Plan.run`."""
+    model, cfg = plan.model, plan.config
+    L = model.n_layers
+    params: list[Any] = model.init_params()
+    velocity: list[Any] = [None] * L
+    windows = plan.windows
+    total = sum(w.n_steps for w in windows)
+    history: list[dict[str, Any]] = []
+    epoch_losses: list[float] = []
+    done = samples = 0
+    n_train = plan.dataset.size("train")
+    with open_scheduler(scheduler) as sched:
+        start = time.perf_counter()
+        for w in windows:
+            program = plan.program(w)
+            state = {}
+            for layer in range(1, L + 1):
+                state[(program.input_key, f"params/L{layer}")] = params[layer - 1]
+                state[(program.input_key, f"velocity/L{layer}")] = velocity[layer - 1]
+            dsk = lower(program, cfg, w, state)
+            keys = [dask_key("out", w)] + ([dask_key("eval", w)] if program.eval_key else [])
+            results = sched.get(dsk, keys)
+            out = results[0]
+            params = [out[(program.output_key, f"params/L{layer}")] for layer in range(1, L + 1)]
+            velocity = [out[(program.output_key, f"velocity/L{layer}")] for layer in range(1, L + 1)]
+            epoch_losses += [out[(program.output_key, f"loss/{s}")] for s in range(w.n_steps)]
+            done += w.n_steps
+            samples += min(n_train, (w.batch0 + w.n_steps) * cfg.batch_size) - w.batch0 * cfg.batch_size
+            info: dict[str, Any] = {"epoch": w.epoch, "loss": epoch_losses[-1]}
+            if program.eval_key:
+                metrics = results[1][(program.eval_key, "metrics")]
+                row = {"epoch": w.epoch + 1, "step": w.stop,
+                       "train_loss": sum(epoch_losses) / len(epoch_losses),
+                       "test_loss": metrics.get("loss"), "test_accuracy": metrics.get("accuracy"),
+                       "seconds": time.perf_counter() - start}
+                history.append(row)
+                info.update(row)
+                epoch_losses = []
+            if progress is not None:
+                progress(done, total, info)
+        wall = time.perf_counter() - start
+    return TrainResult(weights=params, history=history, steps=done, samples=samples, wall_time=wall,
+                       scheduler=sched.name, info={"workers": sched.workers, "segment_steps": plan.segment_steps,
+                                                   "window_steps": plan.window_steps})

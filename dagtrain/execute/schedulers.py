@@ -1,0 +1,70 @@
+"""Pick the Dask scheduler a plan runs on: by name, a ``distributed.Client``, or a get function.
+
+BLAS is pinned to one thread per worker while a plan runs (measured on these machines: a
+second BLAS thread adds little at the MLP's sizes and loses badly when the machine is
+busy); parallelism comes from concurrent tasks instead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import dask
+import dask.local
+import dask.multiprocessing
+import dask.threaded
+from threadpoolctl import threadpool_limits
+
+from dagtrain.errors import ConfigError
+
+GetFunction = Callable[..., Any]
+NAMES = ("sync", "synchronous", "threads", "threading", "processes")
+
+
+@dataclass
+class Scheduler:
+    """A resolved scheduler: its name, its get function and how many workers it has."""
+
+    name: str
+    get: GetFunction
+    workers: int
+
+
+def _pin_blas() -> None:
+    threadpool_limits(limits=1, user_api="blas")
+
+
+@contextlib.contextmanager
+def open_scheduler(scheduler: Any = None, *, num_workers: int | None = None) -> Iterator[Scheduler]:
+    """Resolve ``scheduler`` for the length of a run (pools opened here are closed after).
+
+    ``None`` or ``"threads"``: dask's threaded scheduler (the default). ``"sync"``: the
+    synchronous scheduler, for debugging. ``"processes"``: a process pool. A
+    ``distributed.Client``: its cluster. Any other callable: used as a Dask get function.
+    """
+    workers = num_workers or multiprocessing.cpu_count()
+    if scheduler is None or scheduler in ("threads", "threading"):
+        with threadpool_limits(limits=1, user_api="blas"):
+            yield Scheduler("threads", lambda dsk, keys: dask.threaded.get(dsk, keys, num_workers=workers), workers)
+    elif scheduler in ("sync", "synchronous", "single-threaded"):
+        with threadpool_limits(limits=1, user_api="blas"):
+            yield Scheduler("sync", dask.local.get_sync, 1)
+    elif scheduler == "processes":
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_pin_blas) as pool:
+            yield Scheduler("processes", lambda dsk, keys: dask.multiprocessing.get(dsk, keys, pool=pool), workers)
+    elif hasattr(scheduler, "get") and hasattr(scheduler, "scheduler_info"):
+        n = len(scheduler.scheduler_info(n_workers=-1).get("workers", {})) or 1
+        yield Scheduler("distributed", scheduler.get, n)
+    elif callable(scheduler):
+        yield Scheduler(getattr(scheduler, "__name__", "custom"), scheduler, workers)
+    else:
+        raise ConfigError(
+            f"unknown scheduler {scheduler!r}; pass None or 'threads' (default), 'sync', 'processes', "
+            "a distributed.Client, or a Dask get function"
+        )

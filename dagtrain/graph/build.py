@@ -1,0 +1,68 @@
+"""Build the exact (minibatch SGD) graph of one window: every op of every step, every dependency.
+
+This is the graph every schedule starts from. For each step s and each layer l:
+
+    load:s -> fwd:L1:s -> ... -> fwd:Ln:s -> loss:s -> bwd:Ln:s -> ... -> bwd:L1:s
+    bwd:Ll:s -> upd:Ll:s -> (weight version s+1 of layer l) -> fwd:Ll:s+1, bwd:Ll:s+1, upd:Ll:s+1
+
+The only reason step s+1 waits for step s is that it reads the weights step s wrote:
+exactly the dependency a schedule may cut.
+"""
+
+from __future__ import annotations
+
+import networkx as nx
+
+from dagtrain.graph.ir import add_data, add_op
+from dagtrain.graph.window import Window
+from dagtrain.model.mlp import MLP
+
+PASS = "build_exact"
+
+
+def build_exact(model: MLP, window: Window, batch_size: int) -> nx.DiGraph:
+    """The fine graph of ``window`` under exact minibatch SGD (the Sync schedule)."""
+    g = nx.DiGraph(window=window, batch_size=batch_size)
+    L = model.n_layers
+    inp = add_op(g, "input", step=window.step0)
+    # Where the current version of each layer's params and optimizer state comes from.
+    source = {layer: (inp, f"params/L{layer}", f"velocity/L{layer}") for layer in range(1, L + 1)}
+    losses = []
+    for step in range(window.step0, window.stop):
+        load = add_op(g, "load", step=step, epoch=None, batch=window.batch0 + step - window.step0)
+        x = (load, "x")
+        fwd = {}
+        for layer in range(1, L + 1):
+            fwd[layer] = add_op(g, "forward", layer=layer, step=step, cost=model.layer_flops(layer, batch_size))
+            add_data(g, x[0], fwd[layer], (x[1], "x"), made_by=PASS)
+            add_data(g, source[layer][0], fwd[layer], (source[layer][1], "params"), made_by=PASS)
+            x = (fwd[layer], "out")
+        loss = add_op(g, "loss", step=step, cost=5.0 * batch_size * model.n_classes)
+        add_data(g, fwd[L], loss, ("out", "logits"), made_by=PASS)
+        add_data(g, load, loss, ("y", "y"), made_by=PASS)
+        losses.append(loss)
+        grad = (loss, "grad")
+        for layer in range(L, 0, -1):
+            # Layer 1 needs no gradient wrt the data: half the backward flops.
+            factor = 2.0 if layer > 1 else 1.0
+            bwd = add_op(g, "backward", layer=layer, step=step, cost=factor * model.layer_flops(layer, batch_size),
+                         input_grad=layer > 1)
+            add_data(g, grad[0], bwd, (grad[1], "grad"), made_by=PASS)
+            add_data(g, fwd[layer], bwd, ("cache", "cache"), made_by=PASS)
+            add_data(g, source[layer][0], bwd, (source[layer][1], "params"), made_by=PASS)
+            upd = add_op(g, "update", layer=layer, step=step, cost=4.0 * model.sizes[layer - 1] * model.sizes[layer])
+            add_data(g, bwd, upd, ("grads", "grads"), made_by=PASS)
+            add_data(g, source[layer][0], upd, (source[layer][1], "params"), (source[layer][2], "velocity"), made_by=PASS)
+            source[layer] = (upd, "params", "velocity")
+            grad = (bwd, "grad_in")
+    out = add_op(g, "output", step=window.stop)
+    for layer in range(1, L + 1):
+        add_data(g, source[layer][0], out, (source[layer][1], f"params/L{layer}"),
+                 (source[layer][2], f"velocity/L{layer}"), made_by=PASS)
+    for loss in losses:
+        add_data(g, loss, out, ("loss", f"loss/{g.nodes[loss]['step']}"), made_by=PASS)
+    if window.evaluate:
+        ev = add_op(g, "eval", epoch=window.epoch)
+        for layer in range(1, L + 1):
+            add_data(g, source[layer][0], ev, (source[layer][1], f"params/L{layer}"), made_by=PASS)
+    return g

@@ -1,0 +1,64 @@
+"""Rules every task graph must keep. Runs after every pass, so a broken rewrite fails where it broke.
+
+Each violation is collected; one :class:`GraphError` lists them all, numbered by rule.
+
+1. The graph is acyclic (the cycle is spelled out when not).
+2. Every node has a known kind; every edge is data (binding at least one field) or control.
+3. Every input port of an op is fed by exactly one producer.
+4. Every op receives the ports its kind needs.
+5. Every op can reach an output or eval node (nothing computed for nobody).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import networkx as nx
+
+from dagtrain.errors import GraphError
+from dagtrain.graph.ir import CONTROL, DATA, KINDS
+
+REQUIRED_PORTS = {
+    "load": set(),
+    "forward": {"x", "params"},
+    "loss": {"logits", "y"},
+    "backward": {"cache", "grad", "params"},
+    "update": {"params", "velocity", "grads"},
+}
+
+
+def validate(g: nx.DiGraph, *, where: str = "graph") -> nx.DiGraph:
+    """Check ``g`` against the rules above; return it unchanged or raise one GraphError listing all violations."""
+    problems: list[str] = []
+    if not nx.is_directed_acyclic_graph(g):
+        cycle = nx.find_cycle(g)
+        problems.append("rule 1 (acyclic): cycle " + " -> ".join([u for u, _ in cycle] + [cycle[0][0]]))
+    for key, d in g.nodes(data=True):
+        if d.get("kind") not in KINDS:
+            problems.append(f"rule 2 (kinds): node {key} has kind {d.get('kind')!r}")
+    for u, v, d in g.edges(data=True):
+        if d.get("kind") == DATA and not d.get("bind"):
+            problems.append(f"rule 2 (edges): data edge {u} -> {v} binds no field")
+        elif d.get("kind") not in (DATA, CONTROL):
+            problems.append(f"rule 2 (edges): edge {u} -> {v} has kind {d.get('kind')!r}")
+    for key, d in g.nodes(data=True):
+        ports = Counter(port for _, _, e in g.in_edges(key, data=True) for _, port in e.get("bind", ()))
+        for port, n in ports.items():
+            if n > 1:
+                producers = [u for u, _, e in g.in_edges(key, data=True) if any(p == port for _, p in e["bind"])]
+                problems.append(f"rule 3 (one producer): {key} port {port!r} is fed by {n} producers: {producers}")
+        missing = REQUIRED_PORTS.get(d.get("kind", ""), set()) - set(ports)
+        if missing:
+            problems.append(f"rule 4 (ports): {key} ({d.get('kind')}) gets no {sorted(missing)}")
+    sinks = [k for k, d in g.nodes(data=True) if d.get("kind") in ("output", "eval")]
+    if g.number_of_nodes() and not problems:
+        live = set(sinks)
+        for s in sinks:
+            live |= nx.ancestors(g, s)
+        dead = [k for k in g if k not in live]
+        if dead:
+            problems.append(f"rule 5 (reachable): {len(dead)} ops reach no output, e.g. {dead[:5]}")
+    if problems:
+        listing = "\n  ".join(problems)
+        raise GraphError(f"{where} breaks {len(problems)} rule(s):\n  {listing}")
+    return g

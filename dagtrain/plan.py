@@ -1,0 +1,187 @@
+"""``dagtrain.compile``: a model, data, a schedule and a training plan become a Plan.
+
+A Plan holds no graph of the whole run. It knows the run's windows and builds, for each
+window shape, the fine graph (for analysis) and the fused program (for Dask) once.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass, field
+from typing import Any
+
+import networkx as nx
+
+from dagtrain.analysis.summary import GraphStats, analyze
+from dagtrain.data.order import steps_per_epoch
+from dagtrain.data.store import Dataset
+from dagtrain.errors import ConfigError
+from dagtrain.execute.fuse import fuse
+from dagtrain.execute.ops import RunConfig
+from dagtrain.execute.program import WindowProgram, compile_program
+from dagtrain.graph.window import Window, plan_windows
+from dagtrain.model.mlp import MLP
+from dagtrain.result import TrainResult
+from dagtrain.schedules.base import Schedule
+from dagtrain.schedules.sync import Sync
+
+# About 30 ms of work per fused task at the ~70 GFLOP/s one core sustains on the MLP's
+# matmuls (notes/measurements.md): threaded overhead (~70 us/task) stays well under 1%.
+DEFAULT_TASK_FLOPS = 2e9
+SEGMENTS_PER_WINDOW = 16
+MAX_WINDOW_STEPS = 4096
+
+
+def _positive_int(name: str, value: Any, example: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ConfigError(f"{name} = {value!r} must be a positive integer, e.g. {name}={example}")
+    return value
+
+
+def step_flops(model: MLP, batch_size: int) -> float:
+    """Flops of one training step: forward (1x), backward (2x, 1x for the first layer), update."""
+    fwd = sum(model.layer_flops(layer, batch_size) for layer in range(1, model.n_layers + 1))
+    return 3 * fwd - model.layer_flops(1, batch_size)
+
+
+@dataclass
+class Plan:
+    """A compiled training run. Inspect it (``summary``, ``graph``, ``task_graph``) or ``run`` it."""
+
+    model: MLP
+    dataset: Dataset
+    schedule: Schedule
+    config: RunConfig
+    epochs: int
+    max_steps: int | None
+    segment_steps: int
+    window_steps: int
+    _programs: dict[Hashable, WindowProgram] = field(default_factory=dict, repr=False)
+
+    @property
+    def windows(self) -> list[Window]:
+        """The run's windows, in order."""
+        return list(plan_windows(self.dataset.size("train"), self.config.batch_size, self.epochs,
+                                 self.max_steps, self.window_steps))
+
+    @property
+    def total_steps(self) -> int:
+        """Training steps in the whole run."""
+        return sum(w.n_steps for w in self.windows)
+
+    def graph(self, window: int = 0) -> nx.DiGraph:
+        """The fine graph of window ``window`` (one node per op), validated; nothing runs."""
+        w = self._window(window)
+        return self.schedule.build(self.model, w, self.config.batch_size)
+
+    def task_graph(self, window: int = 0) -> nx.DiGraph:
+        """The fused tasks of window ``window`` and their dependencies, as Dask will see them."""
+        w = self._window(window)
+        return fuse(self.graph(window), w.step0, self.segment_steps)
+
+    def program(self, window: Window) -> WindowProgram:
+        """The fused program for ``window``'s shape, built once per shape."""
+        key = self.schedule.shape_key(window)
+        if key not in self._programs:
+            canonical = Window(0, 0, 0, 0, window.n_steps, window.evaluate)
+            g = self.schedule.build(self.model, canonical, self.config.batch_size)
+            self._programs[key] = compile_program(g, fuse(g, 0, self.segment_steps), step0=0)
+        return self._programs[key]
+
+    def stats(self) -> GraphStats:
+        """Analysis of the whole run: each window shape analysed once, windows run one after another."""
+        counts: dict[Hashable, tuple[Window, int]] = {}
+        for w in self.windows:
+            key = self.schedule.shape_key(w)
+            counts[key] = (counts[key][0] if key in counts else w, counts.get(key, (w, 0))[1] + 1)
+        total = GraphStats()
+        for w, n in counts.values():
+            total = total + analyze(self.schedule.build(self.model, w, self.config.batch_size)).scaled(n)
+        return total
+
+    def summary(self) -> str:
+        """A readable report: ops by kind, edges by kind, critical path, width, tasks."""
+        s = self.stats()
+        windows = self.windows
+        tasks = self.task_graph(0)
+        lines = [
+            f"Plan: {self.schedule.name} | {self.model.sizes} {self.model.activation}/{self.model.loss} | "
+            f"batch {self.config.batch_size}, {self.total_steps} steps in {len(windows)} windows "
+            f"({self.epochs} epoch(s), {steps_per_epoch(self.dataset.size('train'), self.config.batch_size)} steps each)",
+            "ops:   " + ", ".join(f"{k} {v}" for k, v in sorted(s.ops.items())) + f"  (total {sum(s.ops.values())})",
+            "edges: " + ", ".join(f"{k} {v}" for k, v in sorted(s.edges.items())) + f"  (total {sum(s.edges.values())})",
+            f"work {s.work / 1e9:.1f} GFLOP; critical path {s.span / 1e9:.1f} GFLOP over {s.span_ops} ops; "
+            f"parallelism {s.parallelism:.2f}; width {s.width}",
+            f"fused: {self.segment_steps} steps per task; window 0 has {tasks.number_of_nodes()} tasks "
+            f"for {self.graph(0).number_of_nodes()} ops",
+        ]
+        return "\n".join(lines)
+
+    def run(self, scheduler: Any = None, *, progress: Callable[[int, int, dict[str, Any]], None] | None = None) -> TrainResult:
+        """Train. ``scheduler``: None/'threads' (default), 'sync', 'processes', a distributed.Client or a get function.
+
+        ``progress(steps_done, total_steps, info)`` is called after every window.
+        """
+        from dagtrain.execute.run import execute
+
+        return execute(self, scheduler, progress=progress)
+
+    def _window(self, index: int) -> Window:
+        windows = self.windows
+        if not 0 <= index < len(windows):
+            raise ConfigError(f"window {index} does not exist; the plan has windows 0..{len(windows) - 1}")
+        return windows[index]
+
+
+def compile(  # noqa: A001 - the verb users expect, as in dask's and TensorFlow's compile steps
+    model: MLP,
+    data: Dataset,
+    schedule: Schedule | None = None,
+    *,
+    batch_size: int = 128,
+    epochs: int = 1,
+    lr: float = 0.05,
+    momentum: float = 0.0,
+    max_steps: int | None = None,
+    seed: int | None = None,
+    segment_steps: int | None = None,
+    window_steps: int | None = None,
+) -> Plan:
+    """Compile training of ``model`` on ``data`` under ``schedule`` (default :class:`Sync`) into a Plan.
+
+    ``seed`` fixes the batch order (default: the model's seed). ``max_steps`` stops early.
+    ``segment_steps`` (steps fused into one Dask task) and ``window_steps`` (steps per
+    submitted graph) default to values sized from the model's flops.
+    """
+    if not isinstance(model, MLP):
+        raise ConfigError(f"model must be a dagtrain.MLP, got {type(model).__name__}")
+    if not isinstance(data, Dataset):
+        raise ConfigError(f"data must be a dagtrain Dataset (from dt.to_zarr or dt.datasets.mnist), got {type(data).__name__}")
+    schedule = Sync() if schedule is None else schedule
+    if not isinstance(schedule, Schedule):
+        raise ConfigError(f"schedule must be a dagtrain schedule such as dt.Sync(), got {schedule!r}")
+    _positive_int("batch_size", batch_size, "128")
+    _positive_int("epochs", epochs, "3")
+    if max_steps is not None:
+        _positive_int("max_steps", max_steps, "100")
+    if not isinstance(lr, (int, float)) or isinstance(lr, bool) or not math.isfinite(lr) or lr <= 0:
+        raise ConfigError(f"lr = {lr!r} must be a positive finite number, e.g. lr=0.05")
+    if not isinstance(momentum, (int, float)) or not 0 <= momentum < 1:
+        raise ConfigError(f"momentum = {momentum!r} must be in [0, 1), e.g. momentum=0.9")
+    if model.n_features != data.n_features:
+        raise ConfigError(f"the model takes {model.n_features} inputs but the data at {data.path} has "
+                          f"{data.n_features} features; make the first size {data.n_features}")
+    if model.n_classes != data.n_classes:
+        raise ConfigError(f"the model has {model.n_classes} outputs but the data at {data.path} has "
+                          f"{data.n_classes} classes; make the last size {data.n_classes}")
+    if segment_steps is None:
+        segment_steps = max(1, math.ceil(DEFAULT_TASK_FLOPS / step_flops(model, batch_size)))
+    _positive_int("segment_steps", segment_steps, "16")
+    if window_steps is None:
+        window_steps = min(MAX_WINDOW_STEPS, SEGMENTS_PER_WINDOW * segment_steps)
+    _positive_int("window_steps", window_steps, "256")
+    segment_steps = min(segment_steps, window_steps)
+    config = RunConfig(model=model, dataset=data, batch_size=batch_size, lr=float(lr), momentum=float(momentum),
+                       seed=model.seed if seed is None else int(seed))
+    return Plan(model, data, schedule, config, epochs, max_steps, segment_steps, window_steps)
