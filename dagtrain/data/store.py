@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import functools
 import os
+import threading
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -137,6 +139,37 @@ def _open_arrays(path: str, split: str) -> tuple[Any, Any]:
     return root[f"{split}/x"], root[f"{split}/y"]
 
 
+def _raw_chunk_file(array: Any, chunk: int) -> Path | None:
+    """The file of chunk ``chunk`` when it can be read as raw bytes, else None.
+
+    That is so for an unsharded zarr v3 array in a local directory whose only codec is
+    little-endian bytes (how dagtrain writes by default). Reading such a file with numpy
+    takes 0.3 ms per MNIST chunk against 1.9 ms through zarr's async path, and, on the
+    threaded scheduler, stops the reads from contending for the GIL with training.
+    """
+    meta = array.metadata
+    codecs = getattr(meta, "codecs", ())
+    store = array.store_path.store
+    if (len(codecs) != 1 or type(codecs[0]).__name__ != "BytesCodec" or str(getattr(codecs[0].endian, "value", ""))
+            != "little" or not hasattr(store, "root") or not array.dtype.isnative):
+        return None
+    return Path(store.root) / array.store_path.path / meta.encode_chunk_key((chunk,) + (0,) * (array.ndim - 1))
+
+
+def _read_rows(array: Any, chunk: int, lo: int, hi: int) -> Array:
+    """Rows lo:hi of ``array`` (exactly chunk ``chunk``), by the raw file when possible."""
+    path = _raw_chunk_file(array, chunk)
+    if path is None:
+        return np.asarray(array[lo:hi])
+    shape = (array.chunks[0],) + tuple(array.shape[1:])
+    if not path.exists():  # a missing chunk reads as the fill value, as zarr would
+        return np.full((hi - lo,) + shape[1:], array.fill_value, dtype=array.dtype)
+    flat = np.fromfile(path, dtype=array.dtype)
+    if flat.size != int(np.prod(shape)):
+        raise ValueError(f"chunk file {path} holds {flat.size} values, expected {int(np.prod(shape))}")
+    return flat.reshape(shape)[: hi - lo]
+
+
 @dataclass(frozen=True)
 class Dataset:
     """A handle on a dataset store: plain metadata, cheap to pickle and send to a worker.
@@ -170,7 +203,7 @@ class Dataset:
         where = f"store {self.path}, split {split!r}, chunk {chunk} (samples {lo}:{hi})"
         try:
             xa, ya = _open_arrays(self.path, split)
-            x, y = np.asarray(xa[lo:hi]), np.asarray(ya[lo:hi])
+            x, y = _read_rows(xa, chunk, lo, hi), _read_rows(ya, chunk, lo, hi)
         except Exception as exc:  # zarr raises many kinds; all mean the same thing here
             raise CorruptStoreError(f"cannot read {where}: {exc}; rewrite the store") from exc
         if (y < 0).any() or np.isnan(x[:, 0]).any():
@@ -211,3 +244,48 @@ def open_dataset(path: str | os.PathLike[str]) -> Dataset:
                 f"x ({n}, {ds.n_features}) float32 and y ({n},) int32; rewrite the store"
             )
     return ds
+
+
+class ChunkCache:
+    """A small, thread-safe LRU of recently read chunks, shared by the tasks of one process.
+
+    An epoch's order shuffles within pools of a few chunks, so consecutive tasks read the
+    same chunks; this keeps each read once per pool. Bounded by ``max_bytes``.
+    """
+
+    def __init__(self, max_bytes: int = 64 * 2**20) -> None:
+        self.max_bytes = max_bytes
+        self._items: OrderedDict[tuple[str, str, int], tuple[Array, Array]] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+        self.reads = 0
+
+    def get(self, dataset: Dataset, split: str, chunk: int) -> tuple[Array, Array]:
+        """The chunk, from the cache or read from the store (arrays are read-only)."""
+        key = (dataset.path, split, chunk)
+        with self._lock:
+            hit = self._items.get(key)
+            if hit is not None:
+                self._items.move_to_end(key)
+                return hit
+        x, y = dataset.read_chunk(split, chunk)
+        x.setflags(write=False)
+        y.setflags(write=False)
+        with self._lock:
+            self.reads += 1
+            if key not in self._items:
+                self._items[key] = (x, y)
+                self._bytes += x.nbytes + y.nbytes
+            while self._bytes > self.max_bytes and len(self._items) > 1:
+                _, (ox, oy) = self._items.popitem(last=False)
+                self._bytes -= ox.nbytes + oy.nbytes
+        return x, y
+
+    def clear(self) -> None:
+        """Forget every cached chunk (after a store is rewritten, say)."""
+        with self._lock:
+            self._items.clear()
+            self._bytes = 0
+
+
+CHUNK_CACHE = ChunkCache()

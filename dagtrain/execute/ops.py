@@ -8,13 +8,13 @@ graph decides what feeds what.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from dagtrain.data.order import epoch_order
-from dagtrain.data.store import Dataset
+from dagtrain.data.store import CHUNK_CACHE, Dataset
 from dagtrain.model.functional import Params, dense_backward, dense_forward, loss_and_grad, sgd_update
 from dagtrain.model.mlp import MLP
 
@@ -34,20 +34,16 @@ class RunConfig:
 
 @dataclass
 class OpContext:
-    """One task's view of the run: the static config, where its window sits, a chunk cache."""
+    """One task's view of the run: the static config and where its window sits."""
 
     config: RunConfig
     epoch: int
     batch0: int
     step0: int
-    chunks: dict[tuple[str, int], tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
 
     def chunk(self, split: str, index: int) -> tuple[np.ndarray, np.ndarray]:
-        """Read chunk ``index`` of ``split`` once per task."""
-        hit = self.chunks.get((split, index))
-        if hit is None:
-            hit = self.chunks[(split, index)] = self.config.dataset.read_chunk(split, index)
-        return hit
+        """Chunk ``index`` of ``split``, through the process's chunk cache."""
+        return CHUNK_CACHE.get(self.config.dataset, split, index)
 
 
 Inputs = dict[str, Any]
@@ -56,23 +52,24 @@ OpFunction = Callable[[OpContext, dict[str, Any], Inputs], Outputs]
 
 
 def read_batch(ctx: OpContext, batch: int) -> tuple[np.ndarray, np.ndarray]:
-    """The samples of batch ``batch`` of the context's epoch, read from their chunks."""
+    """The samples of batch ``batch`` of the context's epoch, gathered from their chunks."""
     cfg = ctx.config
     ds = cfg.dataset
     n, c = ds.size("train"), ds.chunk_size
     idx = epoch_order(n, c, cfg.seed, ctx.epoch)[batch * cfg.batch_size : (batch + 1) * cfg.batch_size]
-    chunk_ids = np.unique(idx // c)
-    if len(chunk_ids) == 1:
-        x, y = ctx.chunk("train", int(chunk_ids[0]))
-        rows = idx - chunk_ids[0] * c
-        return x[rows], y[rows]
-    parts = [ctx.chunk("train", int(i)) for i in chunk_ids]
-    xs = np.concatenate([p[0] for p in parts])
-    ys = np.concatenate([p[1] for p in parts])
-    # Row of sample i in the concatenation: offset of its chunk plus its place in the chunk.
-    offsets = np.cumsum([0] + [len(p[1]) for p in parts[:-1]])
-    rows = offsets[np.searchsorted(chunk_ids, idx // c)] + idx % c
-    return xs[rows], ys[rows]
+    chunk_of, row_of = np.divmod(idx, c)
+    first = int(chunk_of[0])
+    if (chunk_of == first).all():
+        x, y = ctx.chunk("train", first)
+        return x[row_of], y[row_of]
+    x_out = np.empty((len(idx), ds.n_features), dtype=np.float32)
+    y_out = np.empty(len(idx), dtype=np.int32)
+    for chunk in np.unique(chunk_of):
+        x, y = ctx.chunk("train", int(chunk))
+        mask = chunk_of == chunk
+        x_out[mask] = x[row_of[mask]]
+        y_out[mask] = y[row_of[mask]]
+    return x_out, y_out
 
 
 def op_load(ctx: OpContext, node: dict[str, Any], inputs: Inputs) -> Outputs:

@@ -1,0 +1,64 @@
+"""The plain numpy training loop: no graph, no Dask. The yardstick for correctness and speed.
+
+It uses the same model functions and the same batch order as a compiled Sync plan, so
+the two must agree bit for bit.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+from dagtrain.data.order import epoch_order, steps_per_epoch
+from dagtrain.data.store import Dataset
+from dagtrain.model.functional import Params, dense_backward, dense_forward, loss_and_grad, sgd_update
+from dagtrain.model.mlp import MLP
+
+
+def train_reference(
+    model: MLP,
+    data: Dataset,
+    *,
+    batch_size: int = 128,
+    epochs: int = 1,
+    lr: float = 0.05,
+    momentum: float = 0.0,
+    max_steps: int | None = None,
+    seed: int | None = None,
+    arrays: tuple[np.ndarray, np.ndarray] | None = None,
+    blas_threads: int = 1,
+) -> list[Params]:
+    """Train with a plain loop over batches; return the weights. ``arrays`` skips reading the store.
+
+    BLAS runs on ``blas_threads`` threads (1, as in a plan's tasks: a different thread
+    count changes the summation order and so the last bits of the result).
+    """
+    with threadpool_limits(limits=blas_threads, user_api="blas"):
+        return _loop(model, data, batch_size, epochs, lr, momentum, max_steps, seed, arrays)
+
+
+def _loop(model: MLP, data: Dataset, batch_size: int, epochs: int, lr: float, momentum: float,
+          max_steps: int | None, seed: int | None, arrays: tuple[np.ndarray, np.ndarray] | None) -> list[Params]:
+    x_all, y_all = arrays if arrays is not None else data.read_split("train")
+    seed = model.seed if seed is None else seed
+    n = len(y_all)
+    params = model.init_params()
+    velocity: list[Params | None] = [None] * model.n_layers
+    acts = [model.layer_activation(layer) for layer in range(1, model.n_layers + 1)]
+    step = 0
+    for epoch in range(epochs):
+        order = epoch_order(n, data.chunk_size, seed, epoch)
+        for b in range(steps_per_epoch(n, batch_size)):
+            if max_steps is not None and step >= max_steps:
+                return params
+            idx = order[b * batch_size : (b + 1) * batch_size]
+            a, caches = x_all[idx], []
+            for p, act in zip(params, acts, strict=True):
+                a, cache = dense_forward(p, a, act)
+                caches.append(cache)
+            _, grad = loss_and_grad(a, y_all[idx], model.loss)
+            for i in range(model.n_layers - 1, -1, -1):
+                grads, grad = dense_backward(params[i], caches[i], grad, acts[i], need_input_grad=i > 0)
+                params[i], velocity[i] = sgd_update(params[i], velocity[i], grads, lr, momentum)
+            step += 1
+    return params
