@@ -36,14 +36,19 @@ class NumpyOnlyUnpickler(pickle.Unpickler):
     """An unpickler that rebuilds numpy arrays and refuses every other global."""
 
     def find_class(self, module: str, name: str) -> Any:
-        """Resolve only ndarray reconstruction, ndarray and dtype; refuse anything else."""
-        from numpy._core import multiarray
+        """Resolve only what rebuilding an ndarray needs; refuse anything else."""
+        import codecs
+
+        from numpy._core import multiarray, numeric
 
         allowed = {
             ("numpy.core.multiarray", "_reconstruct"): multiarray._reconstruct,
             ("numpy._core.multiarray", "_reconstruct"): multiarray._reconstruct,
+            ("numpy.core.numeric", "_frombuffer"): numeric._frombuffer,  # protocol 5
+            ("numpy._core.numeric", "_frombuffer"): numeric._frombuffer,
             ("numpy", "ndarray"): np.ndarray,
             ("numpy", "dtype"): np.dtype,
+            ("_codecs", "encode"): codecs.encode,  # how protocol 2 spells bytes on Python 3
         }
         if (module, name) not in allowed:
             raise pickle.UnpicklingError(f"refusing to load global {module}.{name}: only numpy arrays are accepted")

@@ -52,7 +52,7 @@ def execute(plan: Plan, scheduler: Any = None, *,
                        "test_loss": metrics.get("loss"), "test_accuracy": metrics.get("accuracy"),
                        "seconds": time.perf_counter() - start}
                 history.append(row)
-                info.update(row)
+                info["test_accuracy"] = row["test_accuracy"]
                 epoch_losses = []
             if progress is not None:
                 progress(done, total, info)

