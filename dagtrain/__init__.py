@@ -12,7 +12,7 @@ from dagtrain import datasets
 from dagtrain.data import Dataset, open_dataset, to_zarr
 from dagtrain.errors import ConfigError, CorruptStoreError, DagtrainError, DataError, GraphError, StoreNotFoundError
 from dagtrain.model import MLP, Params
-from dagtrain.plan import Plan, compile
+from dagtrain.plan import Plan, compile  # noqa: A004 - dagtrain.compile is the public verb
 from dagtrain.result import TrainResult, load_weights
 from dagtrain.schedules import Schedule, Sync
 

@@ -16,7 +16,7 @@ from dagtrain.data.mnist import mnist
 from dagtrain.data.store import open_dataset
 from dagtrain.errors import ConfigError, DagtrainError
 from dagtrain.model.mlp import MLP
-from dagtrain.plan import compile
+from dagtrain.plan import compile  # noqa: A004
 from dagtrain.result import TrainResult
 
 TRAIN_EXAMPLES = """examples:
@@ -74,13 +74,14 @@ def scheduler_from_args(args: argparse.Namespace) -> Iterator[Any]:
     if args.scheduler.startswith("tcp://"):
         from distributed import Client
 
-        with Client(args.scheduler, timeout="10s") as client:
+        with Client(args.scheduler, timeout="10s") as client:  # type: ignore[no-untyped-call]
             yield client
     elif args.workers:
         from distributed import Client, LocalCluster
 
-        with LocalCluster(n_workers=args.workers, threads_per_worker=1, host="127.0.0.1",
-                          dashboard_address=None) as cluster, Client(cluster) as client:
+        cluster = LocalCluster(n_workers=args.workers, threads_per_worker=1, host="127.0.0.1",  # type: ignore[no-untyped-call]
+                               dashboard_address=None)
+        with cluster, Client(cluster) as client:  # type: ignore[no-untyped-call]
             yield client
     else:
         yield args.scheduler

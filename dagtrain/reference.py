@@ -58,7 +58,9 @@ def _loop(model: MLP, data: Dataset, batch_size: int, epochs: int, lr: float, mo
                 caches.append(cache)
             _, grad = loss_and_grad(a, y_all[idx], model.loss)
             for i in range(model.n_layers - 1, -1, -1):
-                grads, grad = dense_backward(params[i], caches[i], grad, acts[i], need_input_grad=i > 0)
+                grads, grad_in = dense_backward(params[i], caches[i], grad, acts[i], need_input_grad=i > 0)
+                if grad_in is not None:
+                    grad = grad_in
                 params[i], velocity[i] = sgd_update(params[i], velocity[i], grads, lr, momentum)
             step += 1
     return params

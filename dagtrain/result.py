@@ -66,8 +66,10 @@ def load_weights(path: str | os.PathLike[str]) -> list[Params]:
         root = zarr.open_group(str(p), mode="r")
         if root.attrs.get("format") != WEIGHTS_FORMAT:
             raise CorruptStoreError(f"{p} is not a dagtrain weights store (format {root.attrs.get('format')!r})")
-        return [Params(np.asarray(root[f"L{i}/W"][...]), np.asarray(root[f"L{i}/b"][...]))
-                for i in range(1, int(root.attrs["n_layers"]) + 1)]
+        n_layers: Any = root.attrs["n_layers"]
+        arrays: Any = root
+        return [Params(np.asarray(arrays[f"L{i}/W"][...]), np.asarray(arrays[f"L{i}/b"][...]))
+                for i in range(1, int(n_layers) + 1)]
     except CorruptStoreError:
         raise
     except Exception as exc:

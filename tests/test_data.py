@@ -155,7 +155,7 @@ def test_idx_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
 def test_idx_bad_header(tmp_path: Path) -> None:
     d = _idx_dir(tmp_path)
     _write_idx(d / "t10k-labels-idx1-ubyte.gz", np.zeros(10), magic=0x0D01)
-    with pytest.raises(dt.CorruptStoreError, match="t10k-labels.*bad IDX header 00000d01"):
+    with pytest.raises(dt.CorruptStoreError, match=r"t10k-labels.*bad IDX header 00000d01"):
         load_idx_dir(d)
 
 
@@ -227,5 +227,5 @@ def test_no_source_names_both_ways(tmp_path: Path, monkeypatch: pytest.MonkeyPat
 def test_real_mnist_from_the_package(mnist_data: dt.Dataset) -> None:
     assert mnist_data.split_sizes == {"train": 50_000, "valid": 10_000, "test": 10_000}
     x, y = mnist_data.read_chunk("test", 0)
-    assert x.dtype == np.float32 and 0 <= x.min() and x.max() < 1 and set(np.unique(y)) == set(range(10))
+    assert x.dtype == np.float32 and x.min() >= 0 and x.max() < 1 and set(np.unique(y)) == set(range(10))
     assert dt.datasets.mnist(store=mnist_data.path) == mnist_data  # reused, not converted again

@@ -44,8 +44,8 @@ class NumpyOnlyUnpickler(pickle.Unpickler):
         allowed = {
             ("numpy.core.multiarray", "_reconstruct"): multiarray._reconstruct,
             ("numpy._core.multiarray", "_reconstruct"): multiarray._reconstruct,
-            ("numpy.core.numeric", "_frombuffer"): numeric._frombuffer,  # protocol 5
-            ("numpy._core.numeric", "_frombuffer"): numeric._frombuffer,
+            ("numpy.core.numeric", "_frombuffer"): numeric._frombuffer,  # type: ignore[attr-defined]  # protocol 5
+            ("numpy._core.numeric", "_frombuffer"): numeric._frombuffer,  # type: ignore[attr-defined]
             ("numpy", "ndarray"): np.ndarray,
             ("numpy", "dtype"): np.dtype,
             ("_codecs", "encode"): codecs.encode,  # how protocol 2 spells bytes on Python 3

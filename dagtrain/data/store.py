@@ -38,7 +38,8 @@ def _check_split(name: str, x: Any, y: Any, n_classes: int | None) -> tuple[Arra
     x = np.asarray(x)
     y = np.asarray(y)
     if x.ndim != 2:
-        raise DataError(f"split {name!r}: x must be 2-D (samples, features), got shape {x.shape}; reshape it, e.g. x.reshape(len(x), -1)")
+        raise DataError(f"split {name!r}: x must be 2-D (samples, features), got shape {x.shape}; "
+                        "reshape it, e.g. x.reshape(len(x), -1)")
     if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
         raise DataError(f"split {name!r}: x has dtype {x.dtype}; it must be numeric")
     if y.ndim != 1:
@@ -47,9 +48,8 @@ def _check_split(name: str, x: Any, y: Any, n_classes: int | None) -> tuple[Arra
         raise DataError(f"split {name!r}: x has {len(x)} samples but y has {len(y)}; they must match")
     if len(x) == 0:
         raise DataError(f"split {name!r} is empty")
-    if not np.issubdtype(y.dtype, np.integer):
-        if not np.issubdtype(y.dtype, np.floating) or not np.all(np.mod(y, 1) == 0):
-            raise DataError(f"split {name!r}: y must hold integer class labels, got dtype {y.dtype}")
+    if not np.issubdtype(y.dtype, np.integer) and (not np.issubdtype(y.dtype, np.floating) or not np.all(np.mod(y, 1) == 0)):
+        raise DataError(f"split {name!r}: y must hold integer class labels, got dtype {y.dtype}")
     x = x.astype(np.float32, copy=False)
     bad = ~np.isfinite(x)
     if bad.any():
@@ -108,7 +108,7 @@ def write_dataset(
                               compressors=compressors, fill_value=np.nan)[...] = x
             root.create_array(f"{name}/y", shape=y.shape, dtype="int32", chunks=(chunk_size,),
                               compressors=compressors, fill_value=-1)[...] = y
-        root.attrs.update(attrs)
+        root.attrs.update(attrs)  # type: ignore[arg-type]
     return open_dataset(path)
 
 
@@ -148,12 +148,13 @@ def _raw_chunk_file(array: Any, chunk: int) -> Path | None:
     threaded scheduler, stops the reads from contending for the GIL with training.
     """
     meta = array.metadata
-    codecs = getattr(meta, "codecs", ())
+    codecs: tuple[Any, ...] = tuple(getattr(meta, "codecs", ()))
     store = array.store_path.store
     if (len(codecs) != 1 or type(codecs[0]).__name__ != "BytesCodec" or str(getattr(codecs[0].endian, "value", ""))
             != "little" or not hasattr(store, "root") or not array.dtype.isnative):
         return None
-    return Path(store.root) / array.store_path.path / meta.encode_chunk_key((chunk,) + (0,) * (array.ndim - 1))
+    key = meta.encode_chunk_key((chunk, *([0] * (array.ndim - 1))))
+    return Path(str(store.root)) / str(array.store_path.path) / str(key)
 
 
 def _read_rows(array: Any, chunk: int, lo: int, hi: int) -> Array:
@@ -161,9 +162,9 @@ def _read_rows(array: Any, chunk: int, lo: int, hi: int) -> Array:
     path = _raw_chunk_file(array, chunk)
     if path is None:
         return np.asarray(array[lo:hi])
-    shape = (array.chunks[0],) + tuple(array.shape[1:])
+    shape = (array.chunks[0], *array.shape[1:])
     if not path.exists():  # a missing chunk reads as the fill value, as zarr would
-        return np.full((hi - lo,) + shape[1:], array.fill_value, dtype=array.dtype)
+        return np.full((hi - lo, *shape[1:]), array.fill_value, dtype=array.dtype)
     flat = np.fromfile(path, dtype=array.dtype)
     if flat.size != int(np.prod(shape)):
         raise ValueError(f"chunk file {path} holds {flat.size} values, expected {int(np.prod(shape))}")
@@ -231,12 +232,14 @@ def open_dataset(path: str | os.PathLike[str]) -> Dataset:
             f"{p} is not a dagtrain dataset store (format {attrs.get('format')!r}, expected {FORMAT!r}); "
             "delete it and write it again with dagtrain.to_zarr"
         )
-    ds = Dataset(str(p.resolve()), int(attrs["n_features"]), int(attrs["n_classes"]), int(attrs["chunk_size"]),
-                 {k: int(v) for k, v in attrs["splits"].items()})
+    meta: dict[str, Any] = attrs
+    ds = Dataset(str(p.resolve()), int(meta["n_features"]), int(meta["n_classes"]), int(meta["chunk_size"]),
+                 {k: int(v) for k, v in meta["splits"].items()})
     for split, n in ds.split_sizes.items():
         try:
             xa, ya = root[f"{split}/x"], root[f"{split}/y"]
-        except KeyError as exc:
+            assert isinstance(xa, zarr.Array) and isinstance(ya, zarr.Array)
+        except (KeyError, AssertionError) as exc:
             raise CorruptStoreError(f"{p}: split {split!r} is listed but its arrays are missing; rewrite the store") from exc
         if xa.shape != (n, ds.n_features) or ya.shape != (n,) or xa.dtype != np.float32 or ya.dtype != np.int32:
             raise CorruptStoreError(

@@ -88,7 +88,8 @@ def compile_program(g: nx.DiGraph, tasks: nx.DiGraph, step0: int) -> WindowProgr
     return WindowProgram(tuple(programs), input_key, output_key, eval_key)
 
 
-def run_task(program: TaskProgram, config: RunConfig, position: tuple[int, int, int], *upstream: dict[ValueKey, Any]) -> dict[ValueKey, Any]:
+def run_task(program: TaskProgram, config: RunConfig, position: tuple[int, int, int],
+             *upstream: dict[ValueKey, Any]) -> dict[ValueKey, Any]:
     """Execute one fused task: its fine ops in order. ``position`` is (epoch, batch0, step0) of the window."""
     env: dict[ValueKey, Any] = {}
     for values in upstream:

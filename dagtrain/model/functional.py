@@ -44,16 +44,19 @@ def check_loss(name: str) -> str:
 def _sigmoid(z: Array) -> Array:
     # Stable for large |z|: exp only ever sees non-positive arguments.
     e = np.exp(-np.abs(z))
-    return np.where(z >= 0, 1 / (1 + e), e / (1 + e)).astype(z.dtype, copy=False)
+    out: Array = np.where(z >= 0, 1 / (1 + e), e / (1 + e)).astype(z.dtype, copy=False)
+    return out
 
 
 # --- activations: value, and derivative expressed through the activation's output a ---
 def activate(z: Array, name: str) -> Array:
     """Apply the activation ``name`` elementwise."""
     if name == "relu":
-        return np.maximum(z, 0)
+        out: Array = np.maximum(z, 0)
+        return out
     if name == "tanh":
-        return np.tanh(z)
+        out = np.tanh(z)
+        return out
     if name == "sigmoid":
         return _sigmoid(z)
     if name == "identity":
@@ -64,11 +67,14 @@ def activate(z: Array, name: str) -> Array:
 def activation_backward(a: Array, grad_a: Array, name: str) -> Array:
     """Gradient wrt the pre-activation z, given the output ``a = act(z)`` and dL/da."""
     if name == "relu":
-        return grad_a * (a > 0)
+        out: Array = grad_a * (a > 0)
+        return out
     if name == "tanh":
-        return grad_a * (1 - a * a)
+        out = grad_a * (1 - a * a)
+        return out
     if name == "sigmoid":
-        return grad_a * (a * (1 - a))
+        out = grad_a * (a * (1 - a))
+        return out
     if name == "identity":
         return grad_a
     raise ConfigError(f"unknown activation {name!r}; choose one of {', '.join(ACTIVATIONS)}")

@@ -1,0 +1,74 @@
+"""What the graph costs: samples/s of the plain numpy loop vs dagtrain Sync on Dask schedulers.
+
+    python -m benchmarks.overhead [--rounds 5] [--epochs 1]
+
+Every contender trains 784-256-256-10 relu on real MNIST (batch 128, lr 0.05, momentum
+0.9) for the same epochs and evaluates the test set once per epoch. The numpy loop reads
+the training set into memory first (untimed); dagtrain reads its chunks from zarr inside
+the run, cold (the chunk cache is cleared every round). Contenders run interleaved, round
+by round, and each ratio is taken within one round.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from threadpoolctl import threadpool_limits
+
+import dagtrain as dt
+from benchmarks.common import machine_line, table
+from dagtrain.data.store import CHUNK_CACHE
+from dagtrain.execute.ops import evaluate
+from dagtrain.reference import train_reference
+
+
+def main() -> None:
+    """Run the rounds and print the table."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--epochs", type=int, default=1)
+    args = parser.parse_args()
+
+    from distributed import Client, LocalCluster
+
+    data = dt.datasets.mnist()
+    arrays = data.read_split("train")
+    model = dt.MLP([784, 256, 256, 10], seed=0)
+    kw = {"batch_size": 128, "epochs": args.epochs, "lr": 0.05, "momentum": 0.9}
+    plan = dt.compile(model, data, **kw)
+    samples = args.epochs * data.size("train")
+
+    def numpy_loop() -> float:
+        with threadpool_limits(1, "blas"):
+            t = time.perf_counter()
+            params = train_reference(model, data, **kw, arrays=arrays)
+            for _ in range(args.epochs):  # the same evaluation work as the plan's one per epoch
+                evaluate(model, params, data, "test")
+            return samples / (time.perf_counter() - t)
+
+    def dagtrain_on(scheduler: object) -> float:
+        CHUNK_CACHE.clear()
+        return plan.run(scheduler).samples_per_second
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, host="127.0.0.1", dashboard_address=None) as cluster, \
+            Client(cluster) as client:
+        contenders = {"numpy loop": numpy_loop,
+                      "dagtrain Sync, synchronous": lambda: dagtrain_on("sync"),
+                      "dagtrain Sync, threaded": lambda: dagtrain_on("threads"),
+                      "dagtrain Sync, LocalCluster 2 procs": lambda: dagtrain_on(client)}
+        for f in contenders.values():  # warm-up: imports, page cache, worker start
+            f()
+        results: dict[str, list[float]] = {name: [] for name in contenders}
+        for _ in range(args.rounds):
+            for name, f in contenders.items():
+                results[name].append(f())
+    base = results["numpy loop"]
+    rows = [(name, v, [a / b for a, b in zip(v, base, strict=True)]) for name, v in results.items()]
+    print(f"# Overhead: samples/s, {args.rounds} rounds, {args.epochs} epoch(s) each\n")
+    print(machine_line() + "\n")
+    print(table(rows, "samples/s"))
+
+
+if __name__ == "__main__":
+    main()

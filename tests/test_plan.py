@@ -1,0 +1,88 @@
+"""compile(): argument checks that name the fix, max_steps, saving weights, the CLI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import dagtrain as dt
+from dagtrain.cli import main
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"batch_size": 0}, r"batch_size = 0 must be a positive integer, e.g. batch_size=128"),
+    ({"batch_size": -5}, "batch_size = -5"),
+    ({"epochs": 0}, "epochs = 0"),
+    ({"lr": 0.0}, r"lr = 0.0 must be a positive finite number"),
+    ({"lr": float("nan")}, "lr = nan"),
+    ({"momentum": 1.0}, r"momentum = 1.0 must be in \[0, 1\)"),
+    ({"max_steps": 0}, "max_steps = 0"),
+    ({"segment_steps": 0}, "segment_steps = 0"),
+])
+def test_bad_plan_arguments(blobs: dt.Dataset, kwargs: dict[str, object], message: str) -> None:
+    with pytest.raises(dt.ConfigError, match=message):
+        dt.compile(dt.MLP([12, 3]), blobs, **kwargs)  # type: ignore[arg-type]
+
+
+def test_model_must_fit_the_data(blobs: dt.Dataset) -> None:
+    with pytest.raises(dt.ConfigError, match=r"takes 784 inputs but the data at .* has 12 features; make the first size 12"):
+        dt.compile(dt.MLP([784, 3]), blobs)
+    with pytest.raises(dt.ConfigError, match=r"has 10 outputs but .* 3 classes; make the last size 3"):
+        dt.compile(dt.MLP([12, 10]), blobs)
+
+
+def test_unknown_scheduler(blobs: dt.Dataset) -> None:
+    plan = dt.compile(dt.MLP([12, 3]), blobs, max_steps=2)
+    with pytest.raises(dt.ConfigError, match="unknown scheduler 'gpu'"):
+        plan.run("gpu")
+
+
+def test_max_steps_stops_mid_epoch_and_evaluates(blobs: dt.Dataset) -> None:
+    result = dt.compile(dt.MLP([12, 3]), blobs, batch_size=32, epochs=5, max_steps=7).run()
+    assert result.steps == 7 and result.samples == 7 * 32
+    assert len(result.history) == 1 and result.history[0]["step"] == 7
+
+
+def test_weights_round_trip_through_zarr(blobs: dt.Dataset, tmp_path: Path) -> None:
+    result = dt.compile(dt.MLP([12, 5, 3]), blobs, max_steps=3).run("sync")
+    result.save(tmp_path / "w.zarr")
+    loaded = dt.load_weights(tmp_path / "w.zarr")
+    assert all(np.array_equal(a.W, b.W) and np.array_equal(a.b, b.b) for a, b in zip(loaded, result.weights, strict=True))
+    with pytest.raises(FileExistsError):
+        result.save(tmp_path / "w.zarr")
+    with pytest.raises(dt.StoreNotFoundError):
+        dt.load_weights(tmp_path / "none.zarr")
+
+
+def test_progress_reports_every_window(blobs: dt.Dataset) -> None:
+    seen: list[tuple[int, int]] = []
+    dt.compile(dt.MLP([12, 3]), blobs, batch_size=32, epochs=1, window_steps=5).run(
+        progress=lambda done, total, info: seen.append((done, total)))
+    assert seen == [(5, 19), (10, 19), (15, 19), (19, 19)]
+
+
+def test_cli_train_on_a_store(blobs: dt.Dataset, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["train", "--data", blobs.path, "--layers", "12,8,3", "--epochs", "2", "--batch-size", "50",
+                 "--out", str(tmp_path / "w.zarr"), "--json"])
+    assert code == 0
+    report = json.loads(capsys.readouterr().out)
+    assert [row["epoch"] for row in report["history"]] == [1, 2] and report["test_accuracy"] > 0.5
+    assert len(dt.load_weights(tmp_path / "w.zarr")) == 2
+
+
+def test_cli_table_and_progress(blobs: dt.Dataset, tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, "-m", "dagtrain.cli", "train", "--data", blobs.path, "--layers", "12,8,3",
+                           "--epochs", "1", "--out", str(tmp_path / "w.zarr")], capture_output=True, text=True,
+                          check=True)
+    assert "test acc" in proc.stdout and "weights saved to" in proc.stdout and "ops:" in proc.stdout
+    assert "] 5/5 steps" in proc.stderr  # the progress bar
+
+
+def test_cli_errors_are_one_clear_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["train", "--data", str(tmp_path / "missing.zarr")]) == 2
+    assert "dagtrain: error: no dataset store at" in capsys.readouterr().err
