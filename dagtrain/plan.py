@@ -111,9 +111,10 @@ class Plan:
             f"({self.epochs} epoch(s), {steps_per_epoch(self.dataset.size('train'), self.config.batch_size)} steps each)",
             "ops:   " + ", ".join(f"{k} {v}" for k, v in sorted(s.ops.items())) + f"  (total {sum(s.ops.values())})",
             "edges: " + ", ".join(f"{k} {v}" for k, v in sorted(s.edges.items())) + f"  (total {sum(s.edges.values())})",
-            f"work {s.work / 1e9:.1f} GFLOP; critical path {s.span / 1e9:.1f} GFLOP over {s.span_ops} ops; "
+            f"work {s.work / 1e9:.3g} GFLOP; critical path {s.span / 1e9:.3g} GFLOP over {s.span_ops} ops; "
             f"parallelism {s.parallelism:.2f}; width {s.width}",
-            f"fused: {self.segment_steps} steps per task; window 0 has {tasks.number_of_nodes()} tasks "
+            f"fused: {min(self.segment_steps, windows[0].n_steps)} steps per task; "
+            f"window 0 has {tasks.number_of_nodes()} tasks "
             f"for {self.graph(0).number_of_nodes()} ops",
         ]
         return "\n".join(lines)
