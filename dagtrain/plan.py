@@ -7,6 +7,7 @@ window shape, the fine graph (for analysis) and the fused program (for Dask) onc
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any
@@ -91,13 +92,15 @@ class Plan:
 
     def stats(self) -> GraphStats:
         """Analysis of the whole run: each window shape analysed once, windows run one after another."""
-        counts: dict[Hashable, tuple[Window, int]] = {}
+        first: dict[Hashable, Window] = {}
+        count: Counter[Hashable] = Counter()
         for w in self.windows:
             key = self.schedule.shape_key(w)
-            counts[key] = (counts[key][0] if key in counts else w, counts.get(key, (w, 0))[1] + 1)
+            first.setdefault(key, w)
+            count[key] += 1
         total = GraphStats()
-        for w, n in counts.values():
-            total = total + analyze(self.schedule.build(self.model, w, self.config.batch_size)).scaled(n)
+        for key, w in first.items():
+            total = total + analyze(self.schedule.build(self.model, w, self.config.batch_size)).scaled(count[key])
         return total
 
     def summary(self) -> str:
