@@ -51,7 +51,7 @@ def main() -> None:
         CHUNK_CACHE.clear()
         return plan.run(scheduler).samples_per_second
 
-    with LocalCluster(n_workers=2, threads_per_worker=1, host="127.0.0.1", dashboard_address=None) as cluster, \
+    with LocalCluster(n_workers=2, threads_per_worker=1, host="127.0.0.1", dashboard_address="127.0.0.1:0") as cluster, \
             Client(cluster) as client:
         contenders = {"numpy loop": numpy_loop,
                       "dagtrain Sync, synchronous": lambda: dagtrain_on("sync"),

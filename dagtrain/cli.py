@@ -80,7 +80,7 @@ def scheduler_from_args(args: argparse.Namespace) -> Iterator[Any]:
         from distributed import Client, LocalCluster
 
         cluster = LocalCluster(n_workers=args.workers, threads_per_worker=1, host="127.0.0.1",  # type: ignore[no-untyped-call]
-                               dashboard_address=None)
+                               dashboard_address="127.0.0.1:0")
         with cluster, Client(cluster) as client:  # type: ignore[no-untyped-call]
             yield client
     else:
