@@ -86,3 +86,23 @@ def test_cli_table_and_progress(blobs: dt.Dataset, tmp_path: Path) -> None:
 def test_cli_errors_are_one_clear_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["train", "--data", str(tmp_path / "missing.zarr")]) == 2
     assert "dagtrain: error: no dataset store at" in capsys.readouterr().err
+
+
+def test_memory_stays_flat_over_epochs(blobs: dt.Dataset) -> None:
+    """Windows carry only the weights forward: 30 epochs peak no higher than 10 (numpy reports to tracemalloc).
+
+    Both runs are past the 8 epoch orders ``epoch_order`` keeps cached, its only (bounded) growth.
+    """
+    import tracemalloc
+
+    def peak(epochs: int) -> int:
+        plan = dt.compile(dt.MLP([12, 512, 512, 3], seed=0), blobs, batch_size=8, epochs=epochs, window_steps=25)
+        plan.run("sync")  # compile the window programs outside the measurement
+        tracemalloc.start()
+        plan.run("sync")
+        _, top = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        return top
+
+    short, long = peak(10), peak(30)
+    assert long < 1.1 * short, (short, long)
