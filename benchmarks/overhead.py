@@ -18,7 +18,7 @@ from threadpoolctl import threadpool_limits
 
 import dagtrain as dt
 from benchmarks.common import machine_line, table
-from dagtrain.data.store import CHUNK_CACHE
+from dagtrain.data.batches import BATCHES
 from dagtrain.execute.ops import evaluate
 from dagtrain.reference import train_reference
 
@@ -48,7 +48,7 @@ def main() -> None:
             return samples / (time.perf_counter() - t)
 
     def dagtrain_on(scheduler: object) -> float:
-        CHUNK_CACHE.clear()
+        BATCHES.clear()
         return plan.run(scheduler).samples_per_second
 
     with LocalCluster(n_workers=2, threads_per_worker=1, host="127.0.0.1", dashboard_address="127.0.0.1:0") as cluster, \

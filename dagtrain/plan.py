@@ -19,7 +19,7 @@ from dagtrain.data.order import steps_per_epoch
 from dagtrain.data.store import Dataset
 from dagtrain.errors import ConfigError
 from dagtrain.execute.fuse import fuse
-from dagtrain.execute.ops import RunConfig
+from dagtrain.execute.ops import RunConfig, eval_parts
 from dagtrain.execute.program import WindowProgram, compile_program
 from dagtrain.graph.window import Window, plan_windows
 from dagtrain.model.mlp import MLP
@@ -73,8 +73,7 @@ class Plan:
 
     def graph(self, window: int = 0) -> nx.DiGraph:
         """The fine graph of window ``window`` (one node per op), validated; nothing runs."""
-        w = self._window(window)
-        return self.schedule.build(self.model, w, self.config.batch_size)
+        return self._build(self._window(window))
 
     def task_graph(self, window: int = 0) -> nx.DiGraph:
         """The fused tasks of window ``window`` and their dependencies, as Dask will see them."""
@@ -86,7 +85,7 @@ class Plan:
         key = self.schedule.shape_key(window)
         if key not in self._programs:
             canonical = Window(0, 0, 0, 0, window.n_steps, window.evaluate)
-            g = self.schedule.build(self.model, canonical, self.config.batch_size)
+            g = self._build(canonical)
             self._programs[key] = compile_program(g, fuse(g, 0, self.segment_steps), step0=0)
         return self._programs[key]
 
@@ -100,7 +99,7 @@ class Plan:
             count[key] += 1
         total = GraphStats()
         for key, w in first.items():
-            total = total + analyze(self.schedule.build(self.model, w, self.config.batch_size)).scaled(count[key])
+            total = total + analyze(self._build(w)).scaled(count[key])
         return total
 
     def summary(self) -> str:
@@ -130,6 +129,10 @@ class Plan:
         from dagtrain.execute.run import execute
 
         return execute(self, scheduler, progress=progress)
+
+    def _build(self, window: Window) -> nx.DiGraph:
+        return self.schedule.build(self.model, window, self.config.batch_size,
+                                   eval_parts(self.dataset, self.config.eval_split))
 
     def _window(self, index: int) -> Window:
         windows = self.windows

@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 
 import dagtrain as dt
+from dagtrain.data.batches import BatchReader
 from dagtrain.data.mnist import load_idx_dir, load_pickle
 from dagtrain.data.order import epoch_order
-from dagtrain.data.store import CHUNK_CACHE, write_dataset
+from dagtrain.data.store import write_dataset
 from tests.conftest import make_blobs
 
 
@@ -88,7 +89,6 @@ def test_missing_chunk_is_caught_when_read(tmp_path: Path) -> None:
     ds = dt.to_zarr(x, y, tmp_path / "d.zarr", 16)
     for chunk_file in (tmp_path / "d.zarr" / "train" / "x" / "c" / "2").iterdir():
         chunk_file.unlink()
-    CHUNK_CACHE.clear()
     with pytest.raises(dt.CorruptStoreError, match=r"split 'train', chunk 2 \(samples 32:48\) is missing or truncated"):
         ds.read_chunk("train", 2)
 
@@ -117,6 +117,23 @@ def test_epoch_order_is_a_seeded_permutation() -> None:
     # Each pool of ~4096 samples covers whole chunks, so a run of steps reads few chunks.
     b = epoch_order(16384, 1024, 0, 0)
     assert len(np.unique(b[:4096] // 1024)) == 4
+
+
+def test_batches_follow_epoch_order_across_pool_and_chunk_edges(tmp_path: Path) -> None:
+    """Batches come from cached shuffled pools; any batch size, edges included, equals order[lo:hi]."""
+    x, y = make_blobs(9000, 3, 4, seed=0)
+    ds = dt.to_zarr(x, y, tmp_path / "d.zarr", 100)  # pools of 40 chunks: 4000, 4000, 1000 samples
+    reader = BatchReader(max_bytes=100_000)  # small: pools are evicted and rebuilt
+    order = epoch_order(9000, 100, 7, 2)
+    for batch_size in (1, 128, 333, 4000, 9000):
+        for b in range(-(-9000 // batch_size)):
+            bx, by = reader.batch(ds, "train", 7, 2, b, batch_size)
+            idx = order[b * batch_size : (b + 1) * batch_size]
+            assert np.array_equal(bx, x[idx]) and np.array_equal(by, y[idx])
+            assert not bx.flags.writeable
+    assert reader.pools_built > 3
+    with pytest.raises(IndexError, match="batch 90 of size 100"):
+        reader.batch(ds, "train", 7, 2, 90, 100)
 
 
 # --- MNIST readers, on small files the tests write ---

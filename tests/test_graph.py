@@ -78,7 +78,7 @@ def test_fusion_groups_segments_and_keeps_loads_apart(g: nx.DiGraph) -> None:
     tasks = fuse(g, step0=10, segment_steps=2)
     assert g.nodes["fwd:L2:s11"]["task"] == "train-0" and g.nodes["upd:L1:s12"]["task"] == "train-1"
     assert g.nodes["load:s12"]["task"] == "load-1"
-    assert set(tasks) == {"in", "load-0", "load-1", "train-0", "train-1", "out", "eval"}
+    assert set(tasks) == {"in", "load-0", "load-1", "train-0", "train-1", "out", "eval-p0", "eval"}
     assert list(nx.topological_sort(tasks.subgraph(["train-0", "train-1"]))) == ["train-0", "train-1"]
     assert not nx.has_path(tasks, "load-1", "train-0")  # loads can run ahead
     assert sum(len(d["ops"]) for _, d in tasks.nodes(data=True)) == g.number_of_nodes()
@@ -91,7 +91,8 @@ def test_plan_graph_and_summary_without_running(blobs: dt.Dataset) -> None:
     g = plan.graph(1)
     assert "fwd:L1:s8" in g and "fwd:L1:s7" not in g
     text = plan.summary()
-    assert "ops:   backward 76, eval 2" in text and "forward 76" in text and "update 76" in text
+    # Each of the 2 evaluations: one part per test chunk (7 chunks of 32) plus the combining node.
+    assert "ops:   backward 76, eval 16" in text and "forward 76" in text and "update 76" in text
     assert "critical path" in text and "width" in text and "edges: data" in text
     with pytest.raises(dt.ConfigError, match="window 6 does not exist"):
         plan.graph(6)

@@ -14,8 +14,11 @@ import numpy as np
 
 
 @functools.lru_cache(maxsize=8)
-def epoch_order(n: int, chunk_size: int, seed: int, epoch: int, pool: int = 4096) -> np.ndarray:
-    """Indices of the ``n`` samples in the order epoch ``epoch`` visits them (read-only)."""
+def epoch_layout(n: int, chunk_size: int, seed: int, epoch: int, pool: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+    """``(order, bounds)``: the visiting order of epoch ``epoch`` and where its pools start and end.
+
+    Pool ``p`` is ``order[bounds[p]:bounds[p + 1]]``: a shuffle of whole chunks. Both arrays are read-only.
+    """
     rng = np.random.default_rng([seed, epoch])
     n_chunks = -(-n // chunk_size)
     per_pool = max(1, pool // chunk_size)
@@ -25,8 +28,15 @@ def epoch_order(n: int, chunk_size: int, seed: int, epoch: int, pool: int = 4096
         ids = np.concatenate([np.arange(c * chunk_size, min((c + 1) * chunk_size, n)) for c in chunks[g : g + per_pool]])
         parts.append(rng.permutation(ids))
     order = np.concatenate(parts)
+    bounds = np.cumsum([0] + [len(p) for p in parts])
     order.setflags(write=False)
-    return order
+    bounds.setflags(write=False)
+    return order, bounds
+
+
+def epoch_order(n: int, chunk_size: int, seed: int, epoch: int, pool: int = 4096) -> np.ndarray:
+    """Indices of the ``n`` samples in the order epoch ``epoch`` visits them (read-only)."""
+    return epoch_layout(n, chunk_size, seed, epoch, pool)[0]
 
 
 def steps_per_epoch(n: int, batch_size: int) -> int:

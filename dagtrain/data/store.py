@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import functools
 import os
-import threading
-from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -247,48 +245,3 @@ def open_dataset(path: str | os.PathLike[str]) -> Dataset:
                 f"x ({n}, {ds.n_features}) float32 and y ({n},) int32; rewrite the store"
             )
     return ds
-
-
-class ChunkCache:
-    """A small, thread-safe LRU of recently read chunks, shared by the tasks of one process.
-
-    An epoch's order shuffles within pools of a few chunks, so consecutive tasks read the
-    same chunks; this keeps each read once per pool. Bounded by ``max_bytes``.
-    """
-
-    def __init__(self, max_bytes: int = 64 * 2**20) -> None:
-        self.max_bytes = max_bytes
-        self._items: OrderedDict[tuple[str, str, int], tuple[Array, Array]] = OrderedDict()
-        self._bytes = 0
-        self._lock = threading.Lock()
-        self.reads = 0
-
-    def get(self, dataset: Dataset, split: str, chunk: int) -> tuple[Array, Array]:
-        """The chunk, from the cache or read from the store (arrays are read-only)."""
-        key = (dataset.path, split, chunk)
-        with self._lock:
-            hit = self._items.get(key)
-            if hit is not None:
-                self._items.move_to_end(key)
-                return hit
-        x, y = dataset.read_chunk(split, chunk)
-        x.setflags(write=False)
-        y.setflags(write=False)
-        with self._lock:
-            self.reads += 1
-            if key not in self._items:
-                self._items[key] = (x, y)
-                self._bytes += x.nbytes + y.nbytes
-            while self._bytes > self.max_bytes and len(self._items) > 1:
-                _, (ox, oy) = self._items.popitem(last=False)
-                self._bytes -= ox.nbytes + oy.nbytes
-        return x, y
-
-    def clear(self) -> None:
-        """Forget every cached chunk (after a store is rewritten, say)."""
-        with self._lock:
-            self._items.clear()
-            self._bytes = 0
-
-
-CHUNK_CACHE = ChunkCache()

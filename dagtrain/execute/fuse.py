@@ -25,7 +25,7 @@ def task_of(d: dict[str, Any], step0: int, segment_steps: int) -> str:
     if kind == "output":
         return "out"
     if kind == "eval":
-        return "eval"
+        return "eval" if d.get("part") is None else f"eval-p{d['part']}"
     if kind == "sync":
         return f"sync-s{d['step'] - step0}"
     segment = (d["step"] - step0) // segment_steps

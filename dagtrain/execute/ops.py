@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from dagtrain.data.order import epoch_order
-from dagtrain.data.store import CHUNK_CACHE, Dataset
+from dagtrain.data.batches import BATCHES
+from dagtrain.data.store import Dataset
 from dagtrain.model.functional import Params, dense_backward, dense_forward, loss_and_grad, sgd_update
 from dagtrain.model.mlp import MLP
 
@@ -41,10 +41,6 @@ class OpContext:
     batch0: int
     step0: int
 
-    def chunk(self, split: str, index: int) -> tuple[np.ndarray, np.ndarray]:
-        """Chunk ``index`` of ``split``, through the process's chunk cache."""
-        return CHUNK_CACHE.get(self.config.dataset, split, index)
-
 
 Inputs = dict[str, Any]
 Outputs = dict[str, Any]
@@ -52,24 +48,9 @@ OpFunction = Callable[[OpContext, dict[str, Any], Inputs], Outputs]
 
 
 def read_batch(ctx: OpContext, batch: int) -> tuple[np.ndarray, np.ndarray]:
-    """The samples of batch ``batch`` of the context's epoch, gathered from their chunks."""
+    """The samples of batch ``batch`` of the context's epoch, in epoch order (read-only)."""
     cfg = ctx.config
-    ds = cfg.dataset
-    n, c = ds.size("train"), ds.chunk_size
-    idx = epoch_order(n, c, cfg.seed, ctx.epoch)[batch * cfg.batch_size : (batch + 1) * cfg.batch_size]
-    chunk_of, row_of = np.divmod(idx, c)
-    first = int(chunk_of[0])
-    if (chunk_of == first).all():
-        x, y = ctx.chunk("train", first)
-        return x[row_of], y[row_of]
-    x_out = np.empty((len(idx), ds.n_features), dtype=np.float32)
-    y_out = np.empty(len(idx), dtype=np.int32)
-    for chunk in np.unique(chunk_of):
-        x, y = ctx.chunk("train", int(chunk))
-        mask = chunk_of == chunk
-        x_out[mask] = x[row_of[mask]]
-        y_out[mask] = y[row_of[mask]]
-    return x_out, y_out
+    return BATCHES.batch(cfg.dataset, "train", cfg.seed, ctx.epoch, batch, cfg.batch_size)
 
 
 def op_load(ctx: OpContext, node: dict[str, Any], inputs: Inputs) -> Outputs:
@@ -105,26 +86,50 @@ def op_update(ctx: OpContext, node: dict[str, Any], inputs: Inputs) -> Outputs:
     return {"params": params, "velocity": velocity}
 
 
-def evaluate(model: MLP, params: list[Params], dataset: Dataset, split: str) -> dict[str, float]:
-    """Loss and accuracy of ``params`` on ``split``, chunk by chunk."""
-    total_loss = correct = count = 0.0
-    for c in range(dataset.n_chunks(split)):
+def evaluation_sums(model: MLP, params: list[Params], dataset: Dataset, split: str,
+                    chunks: range | None = None) -> tuple[float, int, int]:
+    """``(summed loss, correct, count)`` of ``params`` over ``chunks`` of ``split`` (default: all)."""
+    total_loss, correct, count = 0.0, 0, 0
+    for c in range(dataset.n_chunks(split)) if chunks is None else chunks:
         x, y = dataset.read_chunk(split, c)
         logits = model.logits(params, x)
         loss, _ = loss_and_grad(logits, y, model.loss)
         total_loss += loss * len(y)
-        correct += float(np.sum(logits.argmax(axis=1) == y))
+        correct += int(np.sum(logits.argmax(axis=1) == y))
         count += len(y)
-    return {"loss": total_loss / count, "accuracy": correct / count}
+    return total_loss, correct, count
+
+
+def combine_sums(sums: list[tuple[float, int, int]]) -> dict[str, float]:
+    """Mean loss and accuracy from per-part sums."""
+    count = sum(s[2] for s in sums)
+    return {"loss": sum(s[0] for s in sums) / count, "accuracy": sum(s[1] for s in sums) / count}
+
+
+def evaluate(model: MLP, params: list[Params], dataset: Dataset, split: str) -> dict[str, float]:
+    """Loss and accuracy of ``params`` on ``split``, chunk by chunk."""
+    return combine_sums([evaluation_sums(model, params, dataset, split)])
+
+
+def eval_parts(dataset: Dataset, split: str | None, max_parts: int = 8) -> int:
+    """How many independent parts an evaluation of ``split`` is cut into: one per chunk, at most ``max_parts``."""
+    if split is None or split not in dataset.split_sizes:
+        return 1
+    return max(1, min(max_parts, dataset.n_chunks(split)))
 
 
 def op_eval(ctx: OpContext, node: dict[str, Any], inputs: Inputs) -> Outputs:
-    """Test loss and accuracy of the weights at the end of an epoch (or of the run)."""
+    """Test metrics: a part sums loss and hits over its range of test chunks; the whole combines the parts."""
     cfg = ctx.config
-    params = [inputs[f"params/L{layer}"] for layer in range(1, cfg.model.n_layers + 1)]
     if cfg.eval_split is None or cfg.eval_split not in cfg.dataset.split_sizes:
-        return {"metrics": {}}
-    return {"metrics": evaluate(cfg.model, params, cfg.dataset, cfg.eval_split)}
+        return {"sums": None, "metrics": {}}
+    if node.get("part") is None:
+        return {"metrics": combine_sums([inputs[port] for port in sorted(inputs, key=lambda p: int(p.split("/")[1]))])}
+    params = [inputs[f"params/L{layer}"] for layer in range(1, cfg.model.n_layers + 1)]
+    n = cfg.dataset.n_chunks(cfg.eval_split)
+    part, parts = node["part"], node["parts"]
+    chunks = range(part * n // parts, (part + 1) * n // parts)
+    return {"sums": evaluation_sums(cfg.model, params, cfg.dataset, cfg.eval_split, chunks)}
 
 
 def op_output(ctx: OpContext, node: dict[str, Any], inputs: Inputs) -> Outputs:

@@ -75,13 +75,13 @@ def compile_program(g: nx.DiGraph, tasks: nx.DiGraph, step0: int) -> WindowProgr
         for i, key in enumerate(ops):
             d = g.nodes[key]
             attrs = {"layer": d["layer"], "rel_step": None if d["step"] is None else d["step"] - step0,
-                     "input_grad": d.get("input_grad", True)}
+                     "input_grad": d.get("input_grad", True), "part": d.get("part"), "parts": d.get("parts")}
             instructions.append(Instruction(key, d["kind"], attrs, tuple(inputs_of(g, key)), tuple(frees_at.get(i, ()))))
         for key in ops:  # the runner reads the output and eval ops' results
             if g.nodes[key]["kind"] == "output":
                 output_key = key
                 exports += [(key, port) for port, _, _ in inputs_of(g, key)]
-            elif g.nodes[key]["kind"] == "eval":
+            elif g.nodes[key]["kind"] == "eval" and g.nodes[key].get("part") is None:
                 eval_key = key
                 exports.append((key, "metrics"))
         programs.append(TaskProgram(name, tuple(instructions), tuple(sorted(tasks.predecessors(name))), tuple(exports)))

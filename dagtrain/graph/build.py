@@ -20,8 +20,12 @@ from dagtrain.model.mlp import MLP
 PASS = "build_exact"
 
 
-def build_exact(model: MLP, window: Window, batch_size: int) -> nx.DiGraph:
-    """The fine graph of ``window`` under exact minibatch SGD (the Sync schedule)."""
+def build_exact(model: MLP, window: Window, batch_size: int, eval_parts: int = 1) -> nx.DiGraph:
+    """The fine graph of ``window`` under exact minibatch SGD (the Sync schedule).
+
+    A window that ends an epoch evaluates the test set in ``eval_parts`` independent parts
+    (each a range of test chunks, so they can run at once), combined by one eval node.
+    """
     g = nx.DiGraph(window=window, batch_size=batch_size)
     L = model.n_layers
     inp = add_op(g, "input", step=window.step0)
@@ -63,6 +67,9 @@ def build_exact(model: MLP, window: Window, batch_size: int) -> nx.DiGraph:
         add_data(g, loss, out, ("loss", f"loss/{g.nodes[loss]['step']}"), made_by=PASS)
     if window.evaluate:
         ev = add_op(g, "eval", epoch=window.epoch)
-        for layer in range(1, L + 1):
-            add_data(g, source[layer][0], ev, (source[layer][1], f"params/L{layer}"), made_by=PASS)
+        for part in range(eval_parts):
+            ev_part = add_op(g, "eval", epoch=window.epoch, part=part, parts=eval_parts)
+            for layer in range(1, L + 1):
+                add_data(g, source[layer][0], ev_part, (source[layer][1], f"params/L{layer}"), made_by=PASS)
+            add_data(g, ev_part, ev, ("sums", f"part/{part}"), made_by=PASS)
     return g

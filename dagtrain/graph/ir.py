@@ -9,7 +9,8 @@ Nodes are ops with stable, printable keys::
     bwd:L2:s17     backward through layer 2
     upd:L2:s17     optimizer step of layer 2 (produces weight version 18 of layer 2)
     sync:s20       merge of every chain's latest weights into a new snapshot
-    eval:e0        test loss and accuracy at the end of epoch 0
+    eval:e0:p1     test loss and accuracy sums over part 1 of the test chunks, end of epoch 0
+    eval:e0        the parts' sums combined into the epoch's test loss and accuracy
     out:s20        the state leaving the window
 
 Schedules whose chains repeat an op add the chain, e.g. ``fwd:L2:s17:c1``.
@@ -36,7 +37,7 @@ DATA, CONTROL = "data", "control"
 
 
 def op_key(kind: str, *, layer: int | None = None, step: int | None = None,
-           chain: int | None = None, epoch: int | None = None) -> str:
+           chain: int | None = None, epoch: int | None = None, part: int | None = None) -> str:
     """The stable text key of an op, e.g. ``op_key("forward", layer=2, step=17) == "fwd:L2:s17"``."""
     parts = [PREFIX[kind]]
     if layer is not None:
@@ -47,16 +48,19 @@ def op_key(kind: str, *, layer: int | None = None, step: int | None = None,
         parts.append(f"e{epoch}")
     if chain is not None:
         parts.append(f"c{chain}")
+    if part is not None:
+        parts.append(f"p{part}")
     return ":".join(parts)
 
 
 def add_op(g: nx.DiGraph, kind: str, *, layer: int | None = None, step: int | None = None,
-           chain: int | None = None, epoch: int | None = None, cost: float = 0.0, **attrs: Any) -> str:
+           chain: int | None = None, epoch: int | None = None, part: int | None = None, cost: float = 0.0,
+           **attrs: Any) -> str:
     """Add an op node to ``g`` and return its key."""
     if kind not in KINDS:
         raise ValueError(f"unknown op kind {kind!r}; known: {KINDS}")
-    key = op_key(kind, layer=layer, step=step, chain=chain, epoch=epoch)
-    g.add_node(key, kind=kind, layer=layer, step=step, chain=chain, epoch=epoch, cost=float(cost), **attrs)
+    key = op_key(kind, layer=layer, step=step, chain=chain, epoch=epoch, part=part)
+    g.add_node(key, kind=kind, layer=layer, step=step, chain=chain, epoch=epoch, part=part, cost=float(cost), **attrs)
     return key
 
 

@@ -25,9 +25,9 @@ class Schedule:
         """The passes that turn the exact graph into this schedule's graph (none: exact SGD)."""
         return ()
 
-    def build(self, model: MLP, window: Window, batch_size: int) -> nx.DiGraph:
+    def build(self, model: MLP, window: Window, batch_size: int, eval_parts: int = 1) -> nx.DiGraph:
         """The fine graph of ``window`` under this schedule."""
-        g = validate(build_exact(model, window, batch_size), where="graph after pass build_exact")
+        g = validate(build_exact(model, window, batch_size, eval_parts), where="graph after pass build_exact")
         for rewrite in self.rewrites():
             g = validate(rewrite(g, model), where=f"graph after pass {rewrite.__name__}")
         g.graph["passes"] = ["build_exact", *(r.__name__ for r in self.rewrites())]
