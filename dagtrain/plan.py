@@ -21,7 +21,7 @@ from dagtrain.errors import ConfigError
 from dagtrain.execute.fuse import fuse
 from dagtrain.execute.ops import RunConfig, eval_parts
 from dagtrain.execute.program import WindowProgram, compile_program
-from dagtrain.graph.window import Window, plan_windows
+from dagtrain.graph.window import Window, plan_windows, total_steps
 from dagtrain.model.mlp import MLP
 from dagtrain.result import TrainResult
 from dagtrain.schedules.base import Schedule
@@ -31,7 +31,7 @@ from dagtrain.schedules.sync import Sync
 # matmuls (notes/measurements.md): threaded overhead (~70 us/task) stays well under 1%.
 DEFAULT_TASK_FLOPS = 2e9
 SEGMENTS_PER_WINDOW = 16
-MAX_WINDOW_STEPS = 4096
+MAX_WINDOW_STEPS = 1024
 
 
 def _positive_int(name: str, value: Any, example: str) -> int:
@@ -82,11 +82,11 @@ class Plan:
 
     def program(self, window: Window) -> WindowProgram:
         """The fused program for ``window``'s shape, built once per shape."""
-        key = self.schedule.shape_key(window)
+        key = self.schedule.shape_key(window, self.model)
         if key not in self._programs:
-            canonical = Window(0, 0, 0, 0, window.n_steps, window.evaluate)
+            canonical = self.schedule.canonical_window(window, self.model)
             g = self._build(canonical)
-            self._programs[key] = compile_program(g, fuse(g, 0, self.segment_steps), step0=0)
+            self._programs[key] = compile_program(g, fuse(g, canonical.step0, self.segment_steps), step0=canonical.step0)
         return self._programs[key]
 
     def stats(self) -> GraphStats:
@@ -94,7 +94,7 @@ class Plan:
         first: dict[Hashable, Window] = {}
         count: Counter[Hashable] = Counter()
         for w in self.windows:
-            key = self.schedule.shape_key(w)
+            key = self.schedule.shape_key(w, self.model)
             first.setdefault(key, w)
             count[key] += 1
         total = GraphStats()
@@ -182,12 +182,16 @@ def compile(  # noqa: A001 - the verb users expect, as in dask's and TensorFlow'
     if model.n_classes != data.n_classes:
         raise ConfigError(f"the model has {model.n_classes} outputs but the data at {data.path} has "
                           f"{data.n_classes} classes; make the last size {data.n_classes}")
-    if segment_steps is None:
-        segment_steps = max(1, math.ceil(DEFAULT_TASK_FLOPS / step_flops(model, batch_size)))
-    _positive_int("segment_steps", segment_steps, "16")
+    if segment_steps is not None:
+        _positive_int("segment_steps", segment_steps, "16")
+    if window_steps is not None:
+        _positive_int("window_steps", window_steps, "256")
+    schedule.check(model, total_steps(data.size("train"), batch_size, epochs, max_steps))
+    default_segment = max(1, math.ceil(DEFAULT_TASK_FLOPS / step_flops(model, batch_size)))
+    segment_steps = schedule.segment_steps(segment_steps, default_segment)
     if window_steps is None:
-        window_steps = min(MAX_WINDOW_STEPS, SEGMENTS_PER_WINDOW * segment_steps)
-    _positive_int("window_steps", window_steps, "256")
+        window_steps = min(MAX_WINDOW_STEPS, SEGMENTS_PER_WINDOW * default_segment)
+    window_steps = schedule.align_window_steps(window_steps)
     segment_steps = min(segment_steps, window_steps)
     config = RunConfig(model=model, dataset=data, batch_size=batch_size, lr=float(lr), momentum=float(momentum),
                        seed=model.seed if seed is None else int(seed))

@@ -53,3 +53,14 @@ def test_training_learns_and_records_history(scheduler: Any, blobs: dt.Dataset) 
     assert losses[-1] < losses[0] * 0.5
     assert result.test_accuracy is not None and result.test_accuracy > 0.9
     assert result.samples == 3 * 600
+
+
+@pytest.mark.parametrize("schedule", [dt.LayerLocal(1, "shared"), dt.LayerLocal(4, "shared"), dt.LayerLocal(5, "sharded")],
+                         ids=str)
+def test_layerlocal_is_deterministic(scheduler: Any, schedule: dt.LayerLocal, blobs: dt.Dataset) -> None:
+    """Chains run concurrently, yet the weights never depend on thread or worker timing."""
+    model = dt.MLP([12, 16, 8, 3], seed=2)
+    kw = {"batch_size": 16, "epochs": 2, "lr": 0.1, "momentum": 0.9}
+    expected = (train_reference(model, blobs, **kw) if schedule.k == 1
+                else dt.compile(model, blobs, schedule, **kw).run("sync").weights)
+    assert weights_equal(dt.compile(model, blobs, schedule, **kw).run(scheduler).weights, expected)

@@ -1,8 +1,11 @@
 """The fusion pass: group fine ops into Dask tasks coarse enough that overhead stays small.
 
 A task runs a segment of a chain: ``segment_steps`` consecutive steps of forward, loss,
-backward and update ops, executed in order inside one Python call. Loads of a segment
-form their own task, so reading the next batches overlaps with computing these.
+backward and update ops, executed in order inside one Python call. Under Sync the loads
+of a segment form their own task, so reading the next batches overlaps with computing
+these; a layer chain (``LayerLocal``) reads its own batches inside its task, so on a
+cluster no batch crosses between workers. Keys: ``train-3``, ``load-3``, ``chain2-3``,
+``sync-s40``, ``eval-p1``, ``eval``.
 The mapping fine op -> task is kept on each node (attribute ``task``).
 """
 
@@ -29,9 +32,10 @@ def task_of(d: dict[str, Any], step0: int, segment_steps: int) -> str:
     if kind == "sync":
         return f"sync-s{d['step'] - step0}"
     segment = (d["step"] - step0) // segment_steps
-    chain = "" if d.get("chain") is None else f"-c{d['chain']}"
+    if d.get("chain") is not None:  # a layer chain reads its own batches: no array crosses between chains
+        return f"chain{d['chain']}-{segment}"
     role = "load" if kind == "load" else "train"
-    return f"{role}{chain}-{segment}"
+    return f"{role}-{segment}"
 
 
 def fuse(g: nx.DiGraph, step0: int, segment_steps: int) -> nx.DiGraph:

@@ -132,6 +132,11 @@ def op_eval(ctx: OpContext, node: dict[str, Any], inputs: Inputs) -> Outputs:
     return {"sums": evaluation_sums(cfg.model, params, cfg.dataset, cfg.eval_split, chunks)}
 
 
+def op_sync(ctx: OpContext, node: dict[str, Any], inputs: Inputs) -> Outputs:
+    """Merge every chain's latest weights into the snapshot the next interval reads (no copy: arrays are immutable)."""
+    return {port.replace("params/", "snapshot/"): value for port, value in inputs.items()}
+
+
 def op_output(ctx: OpContext, node: dict[str, Any], inputs: Inputs) -> Outputs:
     """Collect the window's results under their port names."""
     return dict(inputs)
@@ -143,6 +148,7 @@ OPS: dict[str, OpFunction] = {
     "loss": op_loss,
     "backward": op_backward,
     "update": op_update,
+    "sync": op_sync,
     "eval": op_eval,
     "output": op_output,
 }

@@ -13,7 +13,6 @@ from typing import Any
 import networkx as nx
 
 from dagtrain.execute.ops import OPS, OpContext, RunConfig
-from dagtrain.graph.ir import inputs_of
 
 ValueKey = tuple[str, str]  # (op key, field)
 
@@ -51,7 +50,10 @@ class WindowProgram:
 
 def compile_program(g: nx.DiGraph, tasks: nx.DiGraph, step0: int) -> WindowProgram:
     """Turn a fused graph (``g`` nodes carry ``task``) into programs; steps become relative to ``step0``."""
-    order = {key: i for i, key in enumerate(nx.lexicographical_topological_sort(g))}
+    order = {key: i for i, key in enumerate(nx.topological_sort(g))}
+    feeds: dict[str, list[tuple[str, str, str]]] = {key: [] for key in g}
+    for src, dst, d in g.edges(data=True):
+        feeds[dst].extend((port, src, field) for field, port in d["bind"])
     programs = []
     input_key = output_key = ""
     eval_key = None
@@ -64,23 +66,23 @@ def compile_program(g: nx.DiGraph, tasks: nx.DiGraph, step0: int) -> WindowProgr
         last_use: dict[ValueKey, int] = {}
         instructions = []
         for i, key in enumerate(ops):
-            for _, src, field in inputs_of(g, key):
+            for _, src, field in feeds[key]:
                 last_use[(src, field)] = i
-        exports = sorted({(u, f) for u, v, d in g.out_edges(members, data=True)
-                          if v not in members for f, _ in d["bind"]})
+        exported = {(u, f) for u, v, d in g.out_edges(members, data=True) if v not in members for f, _ in d["bind"]}
+        exports = sorted(exported)
         frees_at: dict[int, list[ValueKey]] = {}
         for value, i in last_use.items():
-            if value not in exports:
+            if value not in exported:
                 frees_at.setdefault(i, []).append(value)
         for i, key in enumerate(ops):
             d = g.nodes[key]
             attrs = {"layer": d["layer"], "rel_step": None if d["step"] is None else d["step"] - step0,
                      "input_grad": d.get("input_grad", True), "part": d.get("part"), "parts": d.get("parts")}
-            instructions.append(Instruction(key, d["kind"], attrs, tuple(inputs_of(g, key)), tuple(frees_at.get(i, ()))))
+            instructions.append(Instruction(key, d["kind"], attrs, tuple(sorted(feeds[key])), tuple(frees_at.get(i, ()))))
         for key in ops:  # the runner reads the output and eval ops' results
             if g.nodes[key]["kind"] == "output":
                 output_key = key
-                exports += [(key, port) for port, _, _ in inputs_of(g, key)]
+                exports += [(key, port) for port, _, _ in sorted(feeds[key])]
             elif g.nodes[key]["kind"] == "eval" and g.nodes[key].get("part") is None:
                 eval_key = key
                 exports.append((key, "metrics"))

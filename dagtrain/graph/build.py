@@ -64,7 +64,7 @@ def build_exact(model: MLP, window: Window, batch_size: int, eval_parts: int = 1
         add_data(g, source[layer][0], out, (source[layer][1], f"params/L{layer}"),
                  (source[layer][2], f"velocity/L{layer}"), made_by=PASS)
     for loss in losses:
-        add_data(g, loss, out, ("loss", f"loss/{g.nodes[loss]['step']}"), made_by=PASS)
+        add_data(g, loss, out, ("loss", f"loss/{g.nodes[loss]['step'] - window.step0}"), made_by=PASS)  # by step in the window
     if window.evaluate:
         ev = add_op(g, "eval", epoch=window.epoch)
         for part in range(eval_parts):

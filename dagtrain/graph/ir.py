@@ -82,3 +82,24 @@ def inputs_of(g: nx.DiGraph, key: str) -> list[tuple[str, str, str]]:
     """The ``(port, producer, field)`` triples that feed ``key``, sorted by port."""
     found = [(port, src, field) for src, _, d in g.in_edges(key, data=True) for field, port in d["bind"]]
     return sorted(found)
+
+
+def repoint(g: nx.DiGraph, dst: str, port: str, src: str, field: str, *, made_by: str) -> None:
+    """Make ``dst``'s input ``port`` read ``src``'s ``field`` instead of whatever fed it before."""
+    for old, _, d in list(g.in_edges(dst, data=True)):
+        kept = tuple(b for b in d["bind"] if b[1] != port)
+        if len(kept) != len(d["bind"]):
+            if kept:
+                d["bind"] = kept
+            else:
+                g.remove_edge(old, dst)
+    add_data(g, src, dst, (field, port), made_by=made_by)
+
+
+def producer_of(g: nx.DiGraph, dst: str, port: str) -> tuple[str, str]:
+    """The ``(producer, field)`` feeding ``dst``'s input ``port``."""
+    for src, _, d in g.in_edges(dst, data=True):
+        for field, p in d["bind"]:
+            if p == port:
+                return src, field
+    raise KeyError(f"{dst} has no input port {port!r}")

@@ -11,8 +11,6 @@ Each violation is collected; one :class:`GraphError` lists them all, numbered by
 
 from __future__ import annotations
 
-from collections import Counter
-
 import networkx as nx
 
 from dagtrain.errors import GraphError
@@ -36,25 +34,29 @@ def validate(g: nx.DiGraph, *, where: str = "graph") -> nx.DiGraph:
     for key, d in g.nodes(data=True):
         if d.get("kind") not in KINDS:
             problems.append(f"rule 2 (kinds): node {key} has kind {d.get('kind')!r}")
+    feeders: dict[str, dict[str, list[str]]] = {key: {} for key in g}
     for u, v, d in g.edges(data=True):
         if d.get("kind") == DATA and not d.get("bind"):
             problems.append(f"rule 2 (edges): data edge {u} -> {v} binds no field")
         elif d.get("kind") not in (DATA, CONTROL):
             problems.append(f"rule 2 (edges): edge {u} -> {v} has kind {d.get('kind')!r}")
+        for _, port in d.get("bind", ()):
+            feeders[v].setdefault(port, []).append(u)
     for key, d in g.nodes(data=True):
-        ports = Counter(port for _, _, e in g.in_edges(key, data=True) for _, port in e.get("bind", ()))
-        for port, n in ports.items():
-            if n > 1:
-                producers = [u for u, _, e in g.in_edges(key, data=True) if any(p == port for _, p in e["bind"])]
-                problems.append(f"rule 3 (one producer): {key} port {port!r} is fed by {n} producers: {producers}")
-        missing = REQUIRED_PORTS.get(d.get("kind", ""), set()) - set(ports)
+        for port, producers in feeders[key].items():
+            if len(producers) > 1:
+                problems.append(f"rule 3 (one producer): {key} port {port!r} is fed by {len(producers)} producers: {producers}")
+        missing = REQUIRED_PORTS.get(d.get("kind", ""), set()) - set(feeders[key])
         if missing:
             problems.append(f"rule 4 (ports): {key} ({d.get('kind')}) gets no {sorted(missing)}")
-    sinks = [k for k, d in g.nodes(data=True) if d.get("kind") in ("output", "eval")]
     if g.number_of_nodes() and not problems:
-        live = set(sinks)
-        for s in sinks:
-            live |= nx.ancestors(g, s)
+        sinks = [k for k, d in g.nodes(data=True) if d.get("kind") in ("output", "eval")]
+        live, stack = set(sinks), list(sinks)
+        while stack:  # everything upstream of a sink, in one backward sweep
+            for u in g.pred[stack.pop()]:
+                if u not in live:
+                    live.add(u)
+                    stack.append(u)
         dead = [k for k in g if k not in live]
         if dead:
             problems.append(f"rule 5 (reachable): {len(dead)} ops reach no output, e.g. {dead[:5]}")

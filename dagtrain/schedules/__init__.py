@@ -1,6 +1,7 @@
 """Schedules: which dependencies of the exact graph are kept, which are cut, and where syncs go."""
 
 from dagtrain.schedules.base import Schedule
+from dagtrain.schedules.layerlocal import LayerLocal
 from dagtrain.schedules.sync import Sync
 
-__all__ = ["Schedule", "Sync"]
+__all__ = ["LayerLocal", "Schedule", "Sync"]

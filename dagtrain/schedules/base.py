@@ -33,6 +33,21 @@ class Schedule:
         g.graph["passes"] = ["build_exact", *(r.__name__ for r in self.rewrites())]
         return g
 
-    def shape_key(self, window: Window) -> Hashable:
+    def check(self, model: MLP, total_steps: int) -> None:
+        """Raise a ConfigError if this schedule cannot run ``total_steps`` steps of ``model`` (base: always can)."""
+
+    def align_window_steps(self, window_steps: int) -> int:
+        """The window length to use given the requested one (base: as requested)."""
+        return window_steps
+
+    def segment_steps(self, requested: int | None, default: int) -> int:
+        """Steps fused into one task: as requested, else the plan's default (sized from the model's flops)."""
+        return default if requested is None else requested
+
+    def canonical_window(self, window: Window, model: MLP) -> Window:
+        """The window, shifted to start at step 0: the graph of one stands for all of its shape."""
+        return Window(0, 0, 0, 0, window.n_steps, window.evaluate)
+
+    def shape_key(self, window: Window, model: MLP) -> Hashable:
         """Windows with equal keys have the same graph up to a shift of steps (so share one program)."""
-        return (window.n_steps, window.evaluate)
+        return self.canonical_window(window, model)

@@ -1,0 +1,220 @@
+"""``LayerLocal(k, data)``: the seed's approximation. Each layer trains in its own chain against
+a stale snapshot of the other layers; every ``k`` steps a sync node merges the chains.
+
+The schedule is three rewrites of the exact graph, each validated:
+
+1. ``deal_to_chains``: one chain per layer. Chain ``c`` runs a step's forward through
+   every layer, the backward from the top down to layer ``c``, and updates layer ``c``
+   only. With ``data="shared"`` every chain runs every step; with ``data="sharded"`` step
+   ``s`` goes to chain ``s mod L + 1`` only, so an epoch's work is split L ways. Every
+   read still takes the latest version of each layer: in shared mode this graph computes
+   exactly what Sync computes.
+2. ``insert_syncs``: a sync node at the end of every interval of ``k`` steps (and at the
+   end of the window) reads the latest version of every layer and passes it on as the
+   snapshot. Reads of another chain's weights from an earlier interval now come through
+   it. Still exact: a sync forwards values, it does not change them.
+3. ``read_stale_snapshots``: the cut. Inside an interval, a chain reads the other layers
+   from the snapshot taken at the interval's start (the last sync, or the window's input)
+   instead of the other chains' latest updates. Between two syncs the chains now share no
+   edge, so they can run at the same time. With k = 1 the snapshot is always the latest
+   version, so LayerLocal(1, "shared") is exactly Sync.
+
+A chain keeps its own weights and optimizer state: they never pass through a sync.
+Intervals never cross a window, and windows start on interval boundaries, so each window
+begins and ends with merged weights.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+from dataclasses import dataclass
+
+import networkx as nx
+
+from dagtrain.errors import ConfigError
+from dagtrain.graph.ir import add_data, add_op, inputs_of, op_key, producer_of, repoint
+from dagtrain.graph.window import Window
+from dagtrain.model.mlp import MLP
+from dagtrain.schedules.base import Pass, Schedule
+
+DATA_MODES = ("shared", "sharded")
+CHAIN_KINDS = ("load", "forward", "loss", "backward", "update")
+READS_WEIGHTS = ("forward", "backward", "update")
+
+
+@dataclass(frozen=True)
+class LayerLocal(Schedule):
+    """Layer-local updates against a stale snapshot, merged every ``k`` steps (the communication interval).
+
+    ``data="shared"``: every layer chain trains on every batch. ``data="sharded"``: the
+    batches are dealt out round-robin among the chains.
+    """
+
+    k: int = 10
+    data: str = "shared"
+    name = "layerlocal"
+
+    def __post_init__(self) -> None:
+        if isinstance(self.k, bool) or not isinstance(self.k, int) or self.k <= 0:
+            raise ConfigError(f"LayerLocal k = {self.k!r} must be a positive integer (the steps between syncs), "
+                              "e.g. LayerLocal(k=10)")
+        if self.data not in DATA_MODES:
+            raise ConfigError(f"LayerLocal data = {self.data!r} is not a data mode; choose 'shared' (every chain "
+                              "trains on every batch) or 'sharded' (batches dealt out among the chains)")
+
+    def __str__(self) -> str:
+        return f"LayerLocal(k={self.k}, data={self.data!r})"
+
+    # --- how the run is cut: windows on interval boundaries, one task per chain per interval ---
+    def check(self, model: MLP, total_steps: int) -> None:
+        """Refuse a k that no run of ``total_steps`` steps could reach."""
+        if self.k > total_steps:
+            raise ConfigError(f"LayerLocal k = {self.k} is larger than the {total_steps} steps of the run, so no "
+                              f"interval would end before the run does; use k <= {total_steps}")
+
+    def align_window_steps(self, window_steps: int) -> int:
+        """A multiple of k (at least k), so that every window starts on an interval boundary."""
+        return max(1, window_steps // self.k) * self.k
+
+    def segment_steps(self, requested: int | None, default: int) -> int:
+        """A chain's whole interval is one task (its k steps in one Python call), unless a divisor of k is asked for."""
+        if requested is None:
+            return self.k
+        if self.k % requested:
+            raise ConfigError(f"segment_steps = {requested} must divide LayerLocal k = {self.k}, or a task would "
+                              "straddle a sync; leave it out to fuse each chain's interval into one task")
+        return requested
+
+    def canonical_window(self, window: Window, model: MLP) -> Window:
+        """Sharded dealing depends on the window's first step modulo the number of layers."""
+        phase = window.step0 % model.n_layers if self.data == "sharded" else 0
+        return Window(0, 0, phase, 0, window.n_steps, window.evaluate)
+
+    def shape_key(self, window: Window, model: MLP) -> Hashable:
+        """Windows with the same canonical window share a program."""
+        return self.canonical_window(window, model)
+
+    def chains_at(self, step: int, n_layers: int) -> range:
+        """The chains (1-based layers) that train on the batch of ``step``."""
+        if self.data == "shared":
+            return range(1, n_layers + 1)
+        c = step % n_layers + 1
+        return range(c, c + 1)
+
+    def interval_start(self, step: int, window: Window) -> int:
+        """The first step of the interval holding ``step`` (intervals start at the window's start)."""
+        return window.step0 + (step - window.step0) // self.k * self.k
+
+    def rewrites(self) -> tuple[Pass, ...]:
+        """Deal the steps to per-layer chains, insert sync nodes, then cut to stale snapshots."""
+        return (self.deal_to_chains, self.insert_syncs, self.read_stale_snapshots)
+
+    # --- pass 1 ---
+    def deal_to_chains(self, g: nx.DiGraph, model: MLP) -> nx.DiGraph:
+        """Replace each step's ops by per-layer chains that read the latest version of every layer."""
+        w: Window = g.graph["window"]
+        L = model.n_layers
+        h = nx.DiGraph(**g.graph)
+        for key, d in g.nodes(data=True):
+            if d["kind"] not in CHAIN_KINDS:
+                h.add_node(key, **d)
+        inp = op_key("input", step=w.step0)
+        latest = {j: (inp, f"params/L{j}", f"velocity/L{j}") for j in range(1, L + 1)}
+        first_loss: dict[int, str] = {}
+        ops_of_step: dict[int, list[str]] = {}
+        for key, d in g.nodes(data=True):
+            if d["kind"] in CHAIN_KINDS:
+                ops_of_step.setdefault(d["step"], []).append(key)
+        for step in range(w.step0, w.stop):
+            step_ops = ops_of_step[step]
+            updated = {}
+            for c in self.chains_at(step, L):
+                kept = {k: _chain_key(k, c) for k in step_ops if _in_chain(g.nodes[k], c)}
+                for k, new in kept.items():
+                    d = dict(g.nodes[k], chain=c)
+                    if d["kind"] == "backward" and d["layer"] == c:  # nothing below needs its input gradient
+                        d.update(input_grad=False, cost=model.layer_flops(c, g.graph["batch_size"]))
+                    h.add_node(new, **d)
+                for k, new in kept.items():
+                    for port, src, field in inputs_of(g, k):
+                        if src in kept:
+                            add_data(h, kept[src], new, (field, port), made_by="deal_to_chains")
+                        else:  # a weight read: the latest version of the layer, whoever made it
+                            layer = g.nodes[k]["layer"]
+                            source = latest[layer][1] if port == "params" else latest[layer][2]
+                            add_data(h, latest[layer][0], new, (source, port), made_by="deal_to_chains")
+                updated[c] = (op_key("update", layer=c, step=step, chain=c), "params", "velocity")
+                first_loss.setdefault(step, op_key("loss", step=step, chain=c))
+            latest.update(updated)  # versions made at this step are read from the next step on
+        for sink in [k for k, d in h.nodes(data=True) if d["kind"] in ("output", "eval")]:
+            for port, _, _ in inputs_of(g, sink):
+                kind, _, rest = port.partition("/")
+                if kind in ("params", "velocity"):
+                    layer = int(rest[1:])
+                    src, pf, vf = latest[layer]
+                    add_data(h, src, sink, (pf if kind == "params" else vf, port), made_by="deal_to_chains")
+                elif kind == "loss":  # the loss of a step (numbered within the window) as its first chain saw it
+                    add_data(h, first_loss[w.step0 + int(rest)], sink, ("loss", port), made_by="deal_to_chains")
+                else:
+                    src, field = producer_of(g, sink, port)
+                    add_data(h, src, sink, (field, port), made_by="deal_to_chains")
+        return h
+
+    # --- pass 2 ---
+    def insert_syncs(self, g: nx.DiGraph, model: MLP) -> nx.DiGraph:
+        """Add a sync node at the end of every interval; cross-chain reads from earlier intervals go through it."""
+        w: Window = g.graph["window"]
+        L = model.n_layers
+        latest = {j: (op_key("input", step=w.step0), f"params/L{j}") for j in range(1, L + 1)}
+        syncs = {}
+        for a in range(w.step0, w.stop, self.k):
+            b = min(a + self.k, w.stop)
+            for step in range(a, b):
+                for c in self.chains_at(step, L):
+                    latest[c] = (op_key("update", layer=c, step=step, chain=c), "params")
+            sync = add_op(g, "sync", step=b)
+            syncs[b] = sync
+            for j, (src, field) in latest.items():
+                add_data(g, src, sync, (field, f"params/L{j}"), made_by="insert_syncs")
+        for key, d in list(g.nodes(data=True)):
+            if d["kind"] in READS_WEIGHTS:
+                src, field = producer_of(g, key, "params")
+                s = g.nodes[src]
+                start = self.interval_start(d["step"], w)
+                if s["kind"] == "update" and s["chain"] != d["chain"] and s["step"] < start:
+                    repoint(g, key, "params", syncs[start], f"snapshot/L{d['layer']}", made_by="insert_syncs")
+            elif d["kind"] in ("output", "eval"):
+                for port, _, _ in inputs_of(g, key):
+                    if port.startswith("params/"):
+                        repoint(g, key, port, syncs[w.stop], port.replace("params", "snapshot"), made_by="insert_syncs")
+        return g
+
+    # --- pass 3: the approximation ---
+    def read_stale_snapshots(self, g: nx.DiGraph, model: MLP) -> nx.DiGraph:
+        """Inside an interval, read the other layers from the interval's starting snapshot: the cut."""
+        w: Window = g.graph["window"]
+        for key, d in list(g.nodes(data=True)):
+            if d["kind"] not in READS_WEIGHTS:
+                continue
+            src, _ = producer_of(g, key, "params")
+            s = g.nodes[src]
+            if s["kind"] == "update" and s["chain"] != d["chain"]:
+                start = self.interval_start(d["step"], w)
+                snapshot = (op_key("input", step=start), f"params/L{d['layer']}") if start == w.step0 else \
+                    (op_key("sync", step=start), f"snapshot/L{d['layer']}")
+                repoint(g, key, "params", *snapshot, made_by="read_stale_snapshots")
+        return g
+
+
+def _in_chain(d: dict[str, object], chain: int) -> bool:
+    """Chain ``chain`` keeps the step's load, forward and loss, backward down to its layer, and its update."""
+    kind, layer = d["kind"], d["layer"]
+    if kind == "backward":
+        return isinstance(layer, int) and layer >= chain
+    if kind == "update":
+        return layer == chain
+    return True
+
+
+def _chain_key(key: str, chain: int) -> str:
+    return f"{key}:c{chain}"

@@ -1,0 +1,149 @@
+"""LayerLocal: the rewrite passes one by one, the structure they promise, and what they compute."""
+
+from __future__ import annotations
+
+import networkx as nx
+import numpy as np
+import pytest
+
+import dagtrain as dt
+from dagtrain.graph.ir import inputs_of, producer_of
+from dagtrain.graph.window import Window
+from dagtrain.reference import train_reference
+from dagtrain.schedules.base import Pass
+from tests.conftest import weights_equal
+
+MODEL = dt.MLP([12, 16, 8, 3], seed=3)  # three layers, so three chains
+KW = {"batch_size": 16, "epochs": 2, "lr": 0.1, "momentum": 0.9}
+
+
+class ExactChains(dt.LayerLocal):
+    """LayerLocal without its last pass (the cut): chains and syncs, but every read is the latest version."""
+
+    def rewrites(self) -> tuple[Pass, ...]:
+        return self.rewrites_exact()
+
+    def rewrites_exact(self) -> tuple[Pass, ...]:
+        return (self.deal_to_chains, self.insert_syncs)
+
+
+def chain_graph(k: int, data: str = "shared", n_steps: int = 10, step0: int = 0) -> nx.DiGraph:
+    return dt.LayerLocal(k, data).build(MODEL, Window(0, 0, step0, step0, n_steps, evaluate=True), batch_size=4)
+
+
+def test_k1_shared_is_exactly_sync(blobs: dt.Dataset) -> None:
+    """With k = 1 the snapshot is always the latest version: the same weights as Sync, bit for bit."""
+    sync = dt.compile(MODEL, blobs, **KW).run("sync")
+    local = dt.compile(MODEL, blobs, dt.LayerLocal(1, "shared"), **KW).run("sync")
+    assert weights_equal(local.weights, sync.weights)
+    assert weights_equal(local.weights, train_reference(MODEL, blobs, **KW))
+    assert local.history[-1]["test_accuracy"] == sync.history[-1]["test_accuracy"]
+
+
+@pytest.mark.parametrize("k", [2, 5, 40])
+def test_passes_before_the_cut_are_exact(blobs: dt.Dataset, k: int) -> None:
+    """Dealing to chains and inserting syncs change no value: only the cut (pass 3) approximates."""
+    sync = dt.compile(MODEL, blobs, **KW).run("sync")
+    # Before the cut chains still read each other every step, so they fuse one step per task.
+    exact = dt.compile(MODEL, blobs, ExactChains(k, "shared"), segment_steps=1, **KW).run("sync")
+    cut = dt.compile(MODEL, blobs, dt.LayerLocal(k, "shared"), **KW).run("sync")
+    assert weights_equal(exact.weights, sync.weights)
+    assert not weights_equal(cut.weights, sync.weights)
+
+
+@pytest.mark.parametrize("data", ["shared", "sharded"])
+@pytest.mark.parametrize("k", [1, 3, 4])
+def test_chains_share_no_edge_between_syncs(k: int, data: str) -> None:
+    """Between consecutive syncs no path leads from one chain's ops to another's (networkx proves it)."""
+    g = chain_graph(k, data, n_steps=11)
+    between = g.subgraph([n for n, d in g.nodes(data=True) if d["chain"] is not None])
+    for component in nx.weakly_connected_components(between):
+        chains = {g.nodes[n]["chain"] for n in component}
+        assert len(chains) == 1, f"ops of chains {chains} are connected without a sync"
+    syncs = sorted((d["step"], n) for n, d in g.nodes(data=True) if d["kind"] == "sync")
+    assert [s for s, _ in syncs] == sorted({min(s + k, 11) for s in range(0, 11, k)})
+    for (a, _), (b, _) in zip([(0, "in:s0"), *syncs], syncs, strict=False):
+        ops = {c: [n for n, d in g.nodes(data=True) if d["chain"] == c and a <= d["step"] < b] for c in (1, 2, 3)}
+        for c1 in ops:
+            for c2 in ops:
+                if c1 != c2 and ops[c1] and ops[c2]:
+                    reach = set().union(*(nx.descendants(between, n) for n in ops[c1]))
+                    assert not reach & set(ops[c2])
+
+
+def test_each_chain_updates_its_layer_against_the_snapshot() -> None:
+    g = chain_graph(4, "shared", n_steps=8)
+    kinds = [d["kind"] for _, d in g.nodes(data=True)]
+    assert kinds.count("sync") == 2 and kinds.count("update") == 8 * 3
+    # Chain 2 at step 5: forward through all three layers, backward down to layer 2 only.
+    assert {n for n in g if n.endswith(":s5:c2")} == {
+        "load:s5:c2", "fwd:L1:s5:c2", "fwd:L2:s5:c2", "fwd:L3:s5:c2", "loss:s5:c2",
+        "bwd:L3:s5:c2", "bwd:L2:s5:c2", "upd:L2:s5:c2"}
+    assert g.nodes["bwd:L2:s5:c2"]["input_grad"] is False
+    # Other layers come from the sync that opened the interval (step 4); its own layer from its own last update.
+    assert producer_of(g, "fwd:L1:s5:c2", "params") == ("sync:s4", "snapshot/L1")
+    assert producer_of(g, "fwd:L3:s5:c2", "params") == ("sync:s4", "snapshot/L3")
+    assert producer_of(g, "fwd:L2:s5:c2", "params") == ("upd:L2:s4:c2", "params")
+    assert producer_of(g, "fwd:L3:s1:c2", "params") == ("in:s0", "params/L3")
+    # Each sync reads every layer's last update; the window's output takes the last sync.
+    assert sorted(inputs_of(g, "sync:s8")) == [(f"params/L{j}", f"upd:L{j}:s7:c{j}", "params") for j in (1, 2, 3)]
+    assert producer_of(g, "out:s8", "params/L2") == ("sync:s8", "snapshot/L2")
+    assert producer_of(g, "out:s8", "velocity/L2") == ("upd:L2:s7:c2", "velocity")
+    assert g.graph["passes"] == ["build_exact", "deal_to_chains", "insert_syncs", "read_stale_snapshots"]
+
+
+def test_sharded_deals_each_batch_to_one_chain() -> None:
+    g = chain_graph(5, "sharded", n_steps=10, step0=7)
+    loads = sorted((d["step"], d["chain"]) for _, d in g.nodes(data=True) if d["kind"] == "load")
+    assert loads == [(s, s % 3 + 1) for s in range(7, 17)]
+    updates = [d for _, d in g.nodes(data=True) if d["kind"] == "update"]
+    assert all(d["layer"] == d["chain"] for d in updates) and len(updates) == 10
+
+
+def test_tasks_one_per_chain_per_interval(blobs: dt.Dataset) -> None:
+    """A chain's k steps (loads included) are one Dask task; the chains of an interval can run at once."""
+    plan = dt.compile(MODEL, blobs, dt.LayerLocal(5, "shared"), batch_size=16, epochs=1)
+    assert plan.window_steps % 5 == 0 and plan.segment_steps == 5
+    tasks = plan.task_graph(0)
+    chain_tasks = sorted(t for t in tasks if t.startswith("chain"))
+    n_intervals = -(-plan.windows[0].n_steps // 5)
+    assert len(chain_tasks) == 3 * n_intervals
+    # Per step: load, 3 forwards, loss, backwards from layer 3 down to the chain's layer, one update.
+    assert [len(tasks.nodes[f"chain{c}-0"]["ops"]) for c in (1, 2, 3)] == [5 * 9, 5 * 8, 5 * 7]
+    first = ["chain1-0", "chain2-0", "chain3-0"]
+    assert all(not nx.has_path(tasks, a, b) for a in first for b in first if a != b)
+    # Its own next interval, the sync, and the output (which reports the losses chain 1 saw).
+    assert set(tasks.successors("chain1-0")) == {"chain1-1", "sync-s5", "out"}
+
+
+def test_sharded_trains_and_is_deterministic_across_windows(blobs: dt.Dataset) -> None:
+    """Sharded windows start at different chain phases; cutting the run into windows changes nothing."""
+    plan_kw = dict(KW, epochs=2)
+    a = dt.compile(MODEL, blobs, dt.LayerLocal(3, "sharded"), window_steps=6, **plan_kw).run("sync")
+    b = dt.compile(MODEL, blobs, dt.LayerLocal(3, "sharded"), window_steps=30, **plan_kw).run("threads")
+    assert weights_equal(a.weights, b.weights)
+    assert a.test_accuracy is not None and a.test_accuracy > 0.9
+    assert a.samples == 2 * 600
+
+
+def test_bad_layerlocal_settings_name_the_value_and_fix(blobs: dt.Dataset) -> None:
+    for k in (0, -3, 2.5, True):
+        with pytest.raises(dt.ConfigError, match=r"k = .* must be a positive integer"):
+            dt.LayerLocal(k)  # type: ignore[arg-type]
+    with pytest.raises(dt.ConfigError, match="data = 'split' is not a data mode; choose 'shared'"):
+        dt.LayerLocal(5, "split")
+    with pytest.raises(dt.ConfigError, match=r"k = 1000 is larger than the 38 steps of the run.*use k <= 38"):
+        dt.compile(MODEL, blobs, dt.LayerLocal(1000), batch_size=16, epochs=1)
+    with pytest.raises(dt.ConfigError, match="segment_steps = 3 must divide LayerLocal k = 10"):
+        dt.compile(MODEL, blobs, dt.LayerLocal(10), batch_size=16, segment_steps=3)
+
+
+def test_mid_run_stop_and_epoch_ends_are_syncs(blobs: dt.Dataset) -> None:
+    """Intervals restart at each epoch and the run's last step: every window ends with merged weights."""
+    plan = dt.compile(MODEL, blobs, dt.LayerLocal(7, "shared"), batch_size=16, epochs=2, max_steps=50)
+    windows = plan.windows
+    assert all(w.batch0 % 7 == 0 for w in windows)
+    assert [w.evaluate for w in windows].count(True) == 2
+    result = plan.run("sync")
+    assert result.steps == 50 and len(result.history) == 2
+    assert np.isfinite(result.history[-1]["train_loss"])
