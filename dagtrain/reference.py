@@ -1,10 +1,14 @@
-"""The plain numpy training loop: no graph, no Dask. The yardstick for correctness and speed.
+"""The plain numpy training loops: no graph, no Dask. The yardsticks for correctness and speed.
 
-It uses the same model functions and the same batch order as a compiled Sync plan, so
-the two must agree bit for bit.
+They use the same model functions and the same batch order as a compiled plan, so the
+two must agree bit for bit: :func:`train_reference` for Sync, and
+:func:`train_reference_layerlocal` for LayerLocal, written as the seed describes the
+algorithm (copy the weights, let each layer train alone, merge every k steps).
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import numpy as np
 from threadpoolctl import threadpool_limits
@@ -13,6 +17,7 @@ from dagtrain.data.order import epoch_order, steps_per_epoch
 from dagtrain.data.store import Dataset
 from dagtrain.model.functional import Params, dense_backward, dense_forward, loss_and_grad, sgd_update
 from dagtrain.model.mlp import MLP
+from dagtrain.schedules.layerlocal import LayerLocal
 
 
 def train_reference(
@@ -64,3 +69,59 @@ def _loop(model: MLP, data: Dataset, batch_size: int, epochs: int, lr: float, mo
                 params[i], velocity[i] = sgd_update(params[i], velocity[i], grads, lr, momentum)
             step += 1
     return params
+
+
+def train_reference_layerlocal(
+    model: MLP,
+    data: Dataset,
+    schedule: LayerLocal,
+    *,
+    batch_size: int = 128,
+    epochs: int = 1,
+    lr: float = 0.05,
+    momentum: float = 0.0,
+    max_steps: int | None = None,
+    seed: int | None = None,
+    on_sync: Callable[[int, list[Params]], None] | None = None,
+) -> list[Params]:
+    """LayerLocal as a plain loop: intervals of ``schedule.k`` steps (restarting each epoch), one chain per layer.
+
+    ``on_sync(step, params)`` is called with the merged weights after every sync.
+    """
+    with threadpool_limits(limits=1, user_api="blas"):
+        x_all, y_all = data.read_split("train")
+        seed = model.seed if seed is None else seed
+        n, L = len(y_all), model.n_layers
+        params = model.init_params()
+        velocity: list[Params | None] = [None] * L
+        acts = [model.layer_activation(layer) for layer in range(1, L + 1)]
+        per_epoch = steps_per_epoch(n, batch_size)
+        total = epochs * per_epoch if max_steps is None else min(max_steps, epochs * per_epoch)
+        for epoch in range(epochs):
+            order = epoch_order(n, data.chunk_size, seed, epoch)
+            for a in range(0, per_epoch, schedule.k):
+                snapshot, own = list(params), list(params)
+                for b in range(a, min(a + schedule.k, per_epoch)):
+                    step = epoch * per_epoch + b
+                    if step >= total:
+                        break
+                    idx = order[b * batch_size : (b + 1) * batch_size]
+                    for c in schedule.chains_at(step, L):  # chain c trains layer c (0-based c - 1)
+                        weights = [own[j] if j == c - 1 else snapshot[j] for j in range(L)]
+                        act, caches = x_all[idx], []
+                        for p, f in zip(weights, acts, strict=True):
+                            act, cache = dense_forward(p, act, f)
+                            caches.append(cache)
+                        _, grad = loss_and_grad(act, y_all[idx], model.loss)
+                        for i in range(L - 1, c - 2, -1):
+                            grads, grad_in = dense_backward(weights[i], caches[i], grad, acts[i], need_input_grad=i > c - 1)
+                            if grad_in is not None:
+                                grad = grad_in
+                        own[c - 1], velocity[c - 1] = sgd_update(own[c - 1], velocity[c - 1], grads, lr, momentum)
+                params = own
+                end = min(epoch * per_epoch + min(a + schedule.k, per_epoch), total)
+                if on_sync is not None:
+                    on_sync(end, params)
+                if end >= total:
+                    return params
+        return params

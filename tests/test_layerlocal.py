@@ -9,7 +9,7 @@ import pytest
 import dagtrain as dt
 from dagtrain.graph.ir import inputs_of, producer_of
 from dagtrain.graph.window import Window
-from dagtrain.reference import train_reference
+from dagtrain.reference import train_reference, train_reference_layerlocal
 from dagtrain.schedules.base import Pass
 from tests.conftest import weights_equal
 
@@ -147,3 +147,12 @@ def test_mid_run_stop_and_epoch_ends_are_syncs(blobs: dt.Dataset) -> None:
     result = plan.run("sync")
     assert result.steps == 50 and len(result.history) == 2
     assert np.isfinite(result.history[-1]["train_loss"])
+
+
+@pytest.mark.parametrize("schedule", [dt.LayerLocal(3, "shared"), dt.LayerLocal(7, "sharded"), dt.LayerLocal(2, "sharded")],
+                         ids=str)
+def test_layerlocal_equals_the_plain_loop_of_the_algorithm(blobs: dt.Dataset, schedule: dt.LayerLocal) -> None:
+    """The rewritten graph computes what the seed's algorithm, written as a plain loop, computes: bit for bit."""
+    kw = dict(KW, max_steps=60)
+    result = dt.compile(MODEL, blobs, schedule, **kw).run("threads")
+    assert weights_equal(result.weights, train_reference_layerlocal(MODEL, blobs, schedule, **kw))
