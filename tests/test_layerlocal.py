@@ -156,3 +156,18 @@ def test_layerlocal_equals_the_plain_loop_of_the_algorithm(blobs: dt.Dataset, sc
     kw = dict(KW, max_steps=60)
     result = dt.compile(MODEL, blobs, schedule, **kw).run("threads")
     assert weights_equal(result.weights, train_reference_layerlocal(MODEL, blobs, schedule, **kw))
+
+
+@pytest.mark.cluster
+def test_chains_stay_on_their_worker_on_a_cluster(blobs: dt.Dataset, local_cluster: object) -> None:
+    """On a LocalCluster chain c runs only on worker (c - 1) mod W; the weights equal the local run's."""
+    schedule = dt.LayerLocal(5, "sharded")
+    plan = dt.compile(MODEL, blobs, schedule, **KW)
+    result = plan.run(local_cluster)
+    placement = result.info["placement"]
+    assert len(set(placement.values())) == 2 and placement[1] == placement[3] != placement[2]
+    chain_tasks = [r for r in result.tasks if r.prefix.startswith("chain")]
+    assert len(chain_tasks) == len([t for w in plan.windows for t in plan.task_graph(w.index) if t.startswith("chain")])
+    for r in chain_tasks:
+        assert r.worker.startswith(placement[int(r.prefix[5:])] + "/"), r
+    assert weights_equal(result.weights, plan.run("sync").weights)

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from dagtrain.execute.lower import dask_key, lower
+from dagtrain.execute.place import chain_workers, placed_graph
 from dagtrain.execute.schedulers import open_scheduler
 from dagtrain.result import TrainResult
 
@@ -29,6 +30,7 @@ def execute(plan: Plan, scheduler: Any = None, *,
     n_train = plan.dataset.size("train")
     programs = [plan.program(w) for w in windows]  # built once per window shape, before the clock starts
     with open_scheduler(scheduler) as sched, sched.trace() as tasks:
+        placement = chain_workers(list(sched.addresses), L) if sched.addresses else {}
         start = time.perf_counter()
         for w, program in zip(windows, programs, strict=True):
             state = {}
@@ -37,7 +39,7 @@ def execute(plan: Plan, scheduler: Any = None, *,
                 state[(program.input_key, f"velocity/L{layer}")] = velocity[layer - 1]
             dsk = lower(program, cfg, w, state)
             keys = [dask_key("out", w)] + ([dask_key("eval", w)] if program.eval_key else [])
-            results = sched.get(dsk, keys)
+            results = sched.get(placed_graph(dsk, placement) if placement else dsk, keys)
             out = results[0]
             params = [out[(program.output_key, f"params/L{layer}")] for layer in range(1, L + 1)]
             velocity = [out[(program.output_key, f"velocity/L{layer}")] for layer in range(1, L + 1)]
@@ -59,4 +61,4 @@ def execute(plan: Plan, scheduler: Any = None, *,
         wall = time.perf_counter() - start
     return TrainResult(weights=params, history=history, steps=done, samples=samples, wall_time=wall, tasks=tasks,
                        scheduler=sched.name, info={"workers": sched.workers, "segment_steps": plan.segment_steps,
-                                                   "window_steps": plan.window_steps})
+                                                   "window_steps": plan.window_steps, "placement": placement})

@@ -42,6 +42,7 @@ class Scheduler:
     get: GetFunction
     workers: int
     trace: Callable[[], contextlib.AbstractContextManager[list[TaskRecord]]] = trace_local
+    addresses: tuple[str, ...] = ()  # a cluster's worker addresses, where tasks can be pinned
 
 
 @contextlib.contextmanager
@@ -78,8 +79,9 @@ def open_scheduler(scheduler: Any = None, *, num_workers: int | None = None) -> 
         with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_pin_blas) as pool:
             yield Scheduler("processes", lambda dsk, keys: dask.multiprocessing.get(dsk, keys, pool=pool), workers)
     elif hasattr(scheduler, "get") and hasattr(scheduler, "scheduler_info"):
-        n = len(scheduler.scheduler_info(n_workers=-1).get("workers", {})) or 1
-        yield Scheduler("distributed", scheduler.get, n, trace=lambda: trace_distributed(scheduler))
+        addresses = tuple(sorted(scheduler.scheduler_info(n_workers=-1).get("workers", {})))
+        yield Scheduler("distributed", scheduler.get, len(addresses) or 1, trace=lambda: trace_distributed(scheduler),
+                        addresses=addresses)
     elif callable(scheduler):
         yield Scheduler(getattr(scheduler, "__name__", "custom"), scheduler, workers)
     else:

@@ -26,6 +26,7 @@ COLUMNS = [  # (key, header, format)
     ("samples_between_syncs", "samples between syncs", "{:,}"),
     ("syncs", "syncs", "{:,}"),
     ("test_accuracy", "test acc %", "{:.2%}"),
+    ("train_loss", "last epoch train loss", "{:.4f}"),
     ("wall_time", "wall s", "{:.2f}"),
     ("t_sync_ms", "t_sync ms", "{:.2f}"),
     ("speedup", "speed-up vs Sync 1 worker", "{:.2f}x"),

@@ -82,15 +82,33 @@ class SweepResult:
 
 
 def sync_gaps(tasks: Sequence[TaskRecord]) -> list[float]:
-    """Seconds lost at each sync: from the last chain task of an interval ending to the first of the next starting."""
+    """Seconds lost at each sync: from the last chain task of an interval ending to the first of the next starting.
+
+    Time spent evaluating the test set inside a gap (at an epoch's end) is not counted:
+    Sync pays for the same evaluations, so they are part of T_seq, not of a sync.
+    """
     intervals: dict[tuple[int, int], list[TaskRecord]] = {}
     for r in tasks:
         m = re.fullmatch(r"chain\d+-(\d+)-w(\d+)", r.key)
         if m:
             intervals.setdefault((int(m.group(2)), int(m.group(1))), []).append(r)
-    order = sorted(intervals)
-    return [max(0.0, min(r.start for r in intervals[b]) - max(r.stop for r in intervals[a]))
-            for a, b in itertools.pairwise(order)]
+    evals = [(r.start, r.stop) for r in tasks if r.prefix == "eval"]
+    gaps = []
+    for a, b in itertools.pairwise(sorted(intervals)):
+        lo, hi = max(r.stop for r in intervals[a]), min(r.start for r in intervals[b])
+        gaps.append(max(0.0, hi - lo - _covered(evals, lo, hi)))
+    return gaps
+
+
+def _covered(spans: list[tuple[float, float]], lo: float, hi: float) -> float:
+    """Length of the union of ``spans`` inside ``[lo, hi]``."""
+    total, reach = 0.0, lo
+    for start, stop in sorted(spans):
+        start, stop = max(start, reach), min(stop, hi)
+        if stop > start:
+            total += stop - start
+            reach = stop
+    return total
 
 
 def _run_row(result: TrainResult, schedule: str, k: int | None, data: str | None, batch_size: int,
@@ -100,8 +118,9 @@ def _run_row(result: TrainResult, schedule: str, k: int | None, data: str | None
     t_sync = sum(gaps) / len(gaps) if gaps else 0.0
     row: dict[str, Any] = {
         "schedule": schedule, "k": k, "data": data, "workers": result.info.get("workers"),
-        "samples_between_syncs": None if k is None else k * batch_size, "syncs": syncs if k else None,
-        "test_accuracy": result.test_accuracy, "wall_time": result.wall_time,
+        "samples_between_syncs": result.samples // syncs if k and syncs else None, "syncs": syncs if k else None,
+        "test_accuracy": result.test_accuracy,
+        "train_loss": result.history[-1]["train_loss"] if result.history else None, "wall_time": result.wall_time,
         "t_sync_ms": 1e3 * t_sync if k else None,
         "speedup": None, "predicted_speedup": None, "measured_over_predicted": None,
     }
