@@ -8,7 +8,7 @@
     result = plan.run()
 """
 
-from dagtrain import datasets
+from dagtrain import datasets, experiments
 from dagtrain.data import Dataset, open_dataset, to_zarr
 from dagtrain.errors import ConfigError, CorruptStoreError, DagtrainError, DataError, GraphError, StoreNotFoundError
 from dagtrain.model import MLP, Params
@@ -36,6 +36,7 @@ __all__ = [
     "__version__",
     "compile",
     "datasets",
+    "experiments",
     "load_weights",
     "open_dataset",
     "to_zarr",

@@ -29,3 +29,10 @@ def test_inspect_graph_example() -> None:
 def test_quickstart_example(mnist_data: object) -> None:
     out = run("quickstart.py", "--max-steps", "40")
     assert "test accuracy" in out and "Plan: sync" in out
+
+
+@pytest.mark.mnist
+def test_interval_sweep_example(mnist_data: object, tmp_path: Path) -> None:
+    out = run("interval_sweep.py", "--intervals", "50,5", "--max-steps", "300", "--out", str(tmp_path / "r"))
+    assert "| layerlocal | 50 | sharded |" in out and "LayerLocal(k=5, data='shared')" in out
+    assert (tmp_path / "r" / "plot.png").stat().st_size > 10_000

@@ -21,9 +21,6 @@ class ExactChains(dt.LayerLocal):
     """LayerLocal without its last pass (the cut): chains and syncs, but every read is the latest version."""
 
     def rewrites(self) -> tuple[Pass, ...]:
-        return self.rewrites_exact()
-
-    def rewrites_exact(self) -> tuple[Pass, ...]:
         return (self.deal_to_chains, self.insert_syncs)
 
 
@@ -171,3 +168,25 @@ def test_chains_stay_on_their_worker_on_a_cluster(blobs: dt.Dataset, local_clust
     for r in chain_tasks:
         assert r.worker.startswith(placement[int(r.prefix[5:])] + "/"), r
     assert weights_equal(result.weights, plan.run("sync").weights)
+
+
+def test_threaded_scheduler_runs_the_chains_of_an_interval_at_once(blobs: dt.Dataset) -> None:
+    """From the run's own task records: the chain tasks of an interval overlap in time on two threads."""
+    model = dt.MLP([12, 256, 256, 3], seed=0)
+    result = dt.compile(model, blobs, dt.LayerLocal(19, "shared"), batch_size=16, epochs=2).run("threads")
+    by_interval: dict[str, list[tuple[float, float]]] = {}
+    for r in result.tasks:
+        if r.prefix.startswith("chain"):
+            by_interval.setdefault(r.key.split("-", 1)[1], []).append((r.start, r.stop))
+    overlapping = [spans for spans in by_interval.values()
+                   if any(a[0] < b[1] and b[0] < a[1] for a in spans for b in spans if a is not b)]
+    assert len(by_interval) == 4 and len(overlapping) >= 3
+    assert len({r.worker for r in result.tasks if r.prefix.startswith("chain")}) == 2
+
+
+def test_chains_need_a_worker_to_run_on() -> None:
+    from dagtrain.execute.place import chain_workers
+
+    assert chain_workers(["tcp://b:1", "tcp://a:2"], 3) == {1: "tcp://a:2", 2: "tcp://b:1", 3: "tcp://a:2"}
+    with pytest.raises(dt.ConfigError, match="no workers to place the layer chains on"):
+        chain_workers([], 2)
