@@ -75,6 +75,19 @@ class Plan:
         """The fine graph of window ``window`` (one node per op), validated; nothing runs."""
         return self._build(self._window(window))
 
+    @property
+    def passes(self) -> list[str]:
+        """The passes that compile a window, in order: the schedule's graph passes, then fusion into tasks."""
+        return [*self.schedule.passes(), "fuse"]
+
+    def graph_before(self, pass_name: str, window: int = 0) -> nx.DiGraph:
+        """The fine graph of window ``window`` as it was just before pass ``pass_name`` ran."""
+        if pass_name == "fuse":
+            return self.graph(window)
+        w = self._window(window)
+        return self.schedule.build(self.model, w, self.config.batch_size, eval_parts(self.dataset, self.config.eval_split),
+                                   stop_before=pass_name)
+
     def task_graph(self, window: int = 0) -> nx.DiGraph:
         """The fused tasks of window ``window`` and their dependencies, as Dask will see them."""
         w = self._window(window)

@@ -10,18 +10,10 @@ import dagtrain as dt
 from dagtrain.graph.ir import inputs_of, producer_of
 from dagtrain.graph.window import Window
 from dagtrain.reference import train_reference, train_reference_layerlocal
-from dagtrain.schedules.base import Pass
 from tests.conftest import weights_equal
 
 MODEL = dt.MLP([12, 16, 8, 3], seed=3)  # three layers, so three chains
 KW = {"batch_size": 16, "epochs": 2, "lr": 0.1, "momentum": 0.9}
-
-
-class ExactChains(dt.LayerLocal):
-    """LayerLocal without its last pass (the cut): chains and syncs, but every read is the latest version."""
-
-    def rewrites(self) -> tuple[Pass, ...]:
-        return (self.deal_to_chains, self.insert_syncs)
 
 
 def chain_graph(k: int, data: str = "shared", n_steps: int = 10, step0: int = 0) -> nx.DiGraph:
@@ -42,7 +34,8 @@ def test_passes_before_the_cut_are_exact(blobs: dt.Dataset, k: int) -> None:
     """Dealing to chains and inserting syncs change no value: only the cut (pass 3) approximates."""
     sync = dt.compile(MODEL, blobs, **KW).run("sync")
     # Before the cut chains still read each other every step, so they fuse one step per task.
-    exact = dt.compile(MODEL, blobs, ExactChains(k, "shared"), segment_steps=1, **KW).run("sync")
+    exact_chains = dt.LayerLocal(k, "shared", skip=frozenset({"read_stale_snapshots"}))
+    exact = dt.compile(MODEL, blobs, exact_chains, segment_steps=1, **KW).run("sync")
     cut = dt.compile(MODEL, blobs, dt.LayerLocal(k, "shared"), **KW).run("sync")
     assert weights_equal(exact.weights, sync.weights)
     assert not weights_equal(cut.weights, sync.weights)
@@ -190,3 +183,29 @@ def test_chains_need_a_worker_to_run_on() -> None:
     assert chain_workers(["tcp://b:1", "tcp://a:2"], 3) == {1: "tcp://a:2", 2: "tcp://b:1", 3: "tcp://a:2"}
     with pytest.raises(dt.ConfigError, match="no workers to place the layer chains on"):
         chain_workers([], 2)
+
+
+def test_passes_are_listed_skipped_added_and_inspectable(blobs: dt.Dataset) -> None:
+    plan = dt.compile(MODEL, blobs, dt.LayerLocal(4), batch_size=16)
+    assert plan.passes == ["build_exact", "deal_to_chains", "insert_syncs", "read_stale_snapshots", "fuse"]
+    before_cut = plan.graph_before("read_stale_snapshots")
+    assert before_cut.graph["passes"] == ["build_exact", "deal_to_chains", "insert_syncs"]
+    assert producer_of(before_cut, "fwd:L1:s5:c2", "params") == ("upd:L1:s4:c1", "params")  # the latest, not stale
+    assert producer_of(plan.graph(0), "fwd:L1:s5:c2", "params") == ("sync:s4", "snapshot/L1")
+    assert "sync:s4" not in plan.graph_before("insert_syncs")
+    assert plan.graph_before("fuse").number_of_nodes() == plan.graph(0).number_of_nodes()
+
+    def tag_syncs(g: nx.DiGraph, model: dt.MLP) -> nx.DiGraph:
+        for _, d in g.nodes(data=True):
+            if d["kind"] == "sync":
+                d["tagged"] = True
+        return g
+
+    custom = dt.LayerLocal(4, skip=frozenset({"read_stale_snapshots"}), extra=(("insert_syncs", tag_syncs),))
+    assert custom.passes() == ["build_exact", "deal_to_chains", "insert_syncs", "tag_syncs"]
+    g = custom.build(MODEL, Window(0, 0, 0, 0, 8, True), batch_size=4)
+    assert g.nodes["sync:s4"]["tagged"] and producer_of(g, "fwd:L1:s5:c2", "params") == ("upd:L1:s4:c1", "params")
+    with pytest.raises(dt.ConfigError, match=r"no pass named 'cut'.*deal_to_chains, insert_syncs"):
+        dt.LayerLocal(4, skip=frozenset({"cut"})).passes()
+    with pytest.raises(dt.ConfigError, match="no pass named 'nope' runs on a built graph"):
+        plan.graph_before("nope")

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import networkx as nx
 
+from dagtrain.errors import ConfigError
 from dagtrain.graph.build import build_exact
 from dagtrain.graph.validate import validate
 from dagtrain.graph.window import Window
@@ -17,20 +18,54 @@ Pass = Callable[[nx.DiGraph, MLP], nx.DiGraph]
 
 @dataclass(frozen=True)
 class Schedule:
-    """Base of every schedule: the exact graph, then ``rewrites()`` in order, validated after each."""
+    """Base of every schedule: the exact graph, then ``rewrites()`` in order, validated after each.
 
+    Passes are data: ``passes()`` lists their names, ``skip`` drops some by name and
+    ``extra`` adds ``(after, pass)`` pairs, e.g.
+    ``LayerLocal(10, extra=(("insert_syncs", my_pass),))``. A pass is a function
+    ``(graph, model) -> graph``; its ``__name__`` names it.
+    """
+
+    skip: frozenset[str] = field(default=frozenset(), kw_only=True)
+    extra: tuple[tuple[str, Pass], ...] = field(default=(), kw_only=True)
     name = "base"
 
     def rewrites(self) -> tuple[Pass, ...]:
         """The passes that turn the exact graph into this schedule's graph (none: exact SGD)."""
         return ()
 
-    def build(self, model: MLP, window: Window, batch_size: int, eval_parts: int = 1) -> nx.DiGraph:
-        """The fine graph of ``window`` under this schedule."""
+    def pipeline(self) -> list[Pass]:
+        """The rewrites that run, in order: ``rewrites()`` without ``skip``, with ``extra`` inserted."""
+        names = ["build_exact", *(r.__name__ for r in self.rewrites())]
+        unknown = sorted(set(self.skip) - set(names)) + sorted({after for after, _ in self.extra} - set(names))
+        if unknown:
+            raise ConfigError(f"no pass named {unknown[0]!r} in {self.name}; its passes are {', '.join(names)}")
+        out: list[Pass] = []
+        for after in names:
+            if after != "build_exact":
+                out += [r for r in self.rewrites() if r.__name__ == after and after not in self.skip]
+            out += [p for a, p in self.extra if a == after]
+        return out
+
+    def passes(self) -> list[str]:
+        """Names of the passes that build this schedule's graph, in order."""
+        return ["build_exact", *(p.__name__ for p in self.pipeline())]
+
+    def build(self, model: MLP, window: Window, batch_size: int, eval_parts: int = 1, *,
+              stop_before: str | None = None) -> nx.DiGraph:
+        """The fine graph of ``window`` under this schedule (or as it was before pass ``stop_before``)."""
+        if stop_before is not None and stop_before not in self.passes()[1:]:
+            raise ConfigError(f"no pass named {stop_before!r} runs on a built graph; the passes are "
+                              f"{', '.join(self.passes()[1:]) or '(none)'} (build_exact makes the first graph)")
         g = validate(build_exact(model, window, batch_size, eval_parts), where="graph after pass build_exact")
-        for rewrite in self.rewrites():
+        g.graph["n_layers"] = model.n_layers
+        ran = ["build_exact"]
+        for rewrite in self.pipeline():
+            if rewrite.__name__ == stop_before:
+                break
             g = validate(rewrite(g, model), where=f"graph after pass {rewrite.__name__}")
-        g.graph["passes"] = ["build_exact", *(r.__name__ for r in self.rewrites())]
+            ran.append(rewrite.__name__)
+        g.graph["passes"] = ran
         return g
 
     def check(self, model: MLP, total_steps: int) -> None:
