@@ -14,6 +14,7 @@ from typing import Any
 
 import networkx as nx
 
+from dagtrain.analysis.explain import explain
 from dagtrain.analysis.summary import GraphStats, analyze
 from dagtrain.data.order import steps_per_epoch
 from dagtrain.data.store import Dataset
@@ -21,6 +22,7 @@ from dagtrain.errors import ConfigError
 from dagtrain.execute.fuse import fuse
 from dagtrain.execute.ops import RunConfig, eval_parts
 from dagtrain.execute.program import WindowProgram, compile_program
+from dagtrain.graph.validate import validate
 from dagtrain.graph.window import Window, plan_windows, total_steps
 from dagtrain.model.mlp import MLP
 from dagtrain.result import TrainResult
@@ -87,6 +89,19 @@ class Plan:
         w = self._window(window)
         return self.schedule.build(self.model, w, self.config.batch_size, eval_parts(self.dataset, self.config.eval_split),
                                    stop_before=pass_name)
+
+    def explain(self, a: str, b: str, window: int = 0) -> str:
+        """Why op ``b`` waits for op ``a`` in window ``window``: the path, each edge data or control and from which pass."""
+        return explain(self.graph(window), a, b)
+
+    def validate(self) -> None:
+        """Build and check the graph of every window shape; raise one GraphError listing every broken rule."""
+        seen = set()
+        for w in self.windows:
+            key = self.schedule.shape_key(w, self.model)
+            if key not in seen:
+                seen.add(key)
+                validate(self._build(w), where=f"window {w.index} ({self.schedule.name})")
 
     def task_graph(self, window: int = 0) -> nx.DiGraph:
         """The fused tasks of window ``window`` and their dependencies, as Dask will see them."""

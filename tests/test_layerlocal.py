@@ -209,3 +209,31 @@ def test_passes_are_listed_skipped_added_and_inspectable(blobs: dt.Dataset) -> N
         dt.LayerLocal(4, skip=frozenset({"cut"})).passes()
     with pytest.raises(dt.ConfigError, match="no pass named 'nope' runs on a built graph"):
         plan.graph_before("nope")
+
+
+def test_validator_holds_chains_and_syncs_to_their_rules() -> None:
+    from dagtrain.graph.ir import add_data, repoint
+    from dagtrain.graph.validate import validate
+
+    g = chain_graph(4, "shared", n_steps=8)
+    add_data(g, "fwd:L1:s5:c1", "fwd:L2:s6:c2", ("out", "extra"), made_by="a bad pass")
+    with pytest.raises(dt.GraphError, match=r"rule 6 \(chains independent\): fwd:L1:s5:c1 \(chain 1\) feeds fwd:L2:s6:c2"):
+        validate(g)
+    g = chain_graph(4, "shared", n_steps=8)
+    repoint(g, "sync:s8", "params/L3", "upd:L3:s5:c3", "params", made_by="a bad pass")
+    with pytest.raises(dt.GraphError, match=r"rule 7 \(syncs\): sync:s8 reads layer 3 from upd:L3:s5:c3, not from its "
+                                            r"last update upd:L3:s7:c3"):
+        validate(g)
+
+
+def test_explain_names_the_path_or_says_there_is_none(blobs: dt.Dataset) -> None:
+    plan = dt.compile(MODEL, blobs, dt.LayerLocal(4), batch_size=16)
+    assert plan.explain("upd:L1:s1:c1", "fwd:L2:s2:c2") == "fwd:L2:s2:c2 does not wait for upd:L1:s1:c1: no dependency"
+    text = plan.explain("upd:L1:s3:c1", "fwd:L1:s4:c2")
+    assert text.splitlines() == [
+        "fwd:L1:s4:c2 waits for upd:L1:s3:c1 through 2 edge(s):",
+        "  upd:L1:s3:c1 -> sync:s4  [data: params -> params/L1; made by insert_syncs]",
+        "  sync:s4 -> fwd:L1:s4:c2  [data: snapshot/L1 -> params; made by insert_syncs]"]
+    with pytest.raises(dt.ConfigError, match="no op 'fwd:L9:s0' in this graph"):
+        plan.explain("fwd:L9:s0", "out:s0")
+    plan.validate()  # every window shape passes every rule

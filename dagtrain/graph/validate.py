@@ -7,6 +7,10 @@ Each violation is collected; one :class:`GraphError` lists them all, numbered by
 3. Every input port of an op is fed by exactly one producer.
 4. Every op receives the ports its kind needs.
 5. Every op can reach an output or eval node (nothing computed for nobody).
+6. Once a pass declares the chains independent (``g.graph["chains_independent"]``), no edge
+   joins the ops of two different chains: between syncs they share nothing.
+7. Every sync reads every layer, and each from that layer's last update before the sync
+   (or, if the layer did not change since, from the previous sync or the window's input).
 """
 
 from __future__ import annotations
@@ -60,7 +64,41 @@ def validate(g: nx.DiGraph, *, where: str = "graph") -> nx.DiGraph:
         dead = [k for k in g if k not in live]
         if dead:
             problems.append(f"rule 5 (reachable): {len(dead)} ops reach no output, e.g. {dead[:5]}")
+    if g.graph.get("chains_independent"):
+        for u, v in g.edges:
+            cu, cv = g.nodes[u].get("chain"), g.nodes[v].get("chain")
+            if cu is not None and cv is not None and cu != cv:
+                problems.append(f"rule 6 (chains independent): {u} (chain {cu}) feeds {v} (chain {cv}) without a sync")
+    problems += _check_syncs(g, feeders)
     if problems:
         listing = "\n  ".join(problems)
         raise GraphError(f"{where} breaks {len(problems)} rule(s):\n  {listing}")
     return g
+
+
+def _check_syncs(g: nx.DiGraph, feeders: dict[str, dict[str, list[str]]]) -> list[str]:
+    """Rule 7: a sync reads layer j from j's last update before it, or from a node no update of j came after."""
+    syncs = [(d["step"], k) for k, d in g.nodes(data=True) if d.get("kind") == "sync"]
+    if not syncs:
+        return []
+    n_layers = g.graph.get("n_layers") or max(d.get("layer") or 0 for _, d in g.nodes(data=True))
+    updates: dict[int, list[tuple[int, str]]] = {}
+    for key, d in g.nodes(data=True):
+        if d.get("kind") == "update":
+            updates.setdefault(d["layer"], []).append((d["step"], key))
+    problems = []
+    for step, sync in sorted(syncs):
+        for layer in range(1, n_layers + 1):
+            fed = feeders[sync].get(f"params/L{layer}")
+            if not fed:
+                problems.append(f"rule 7 (syncs): {sync} does not read layer {layer}")
+                continue
+            before = [(s, k) for s, k in updates.get(layer, []) if s < step]
+            last = max(before) if before else None
+            src = g.nodes[fed[0]]
+            stale = (last is not None and last[1] != fed[0]) if src.get("kind") == "update" else \
+                (last is not None and last[0] >= (src.get("step") or 0))
+            if stale:
+                problems.append(f"rule 7 (syncs): {sync} reads layer {layer} from {fed[0]}, "
+                                f"not from its last update {last[1] if last else None}")
+    return problems

@@ -203,6 +203,7 @@ class LayerLocal(Schedule):
                 snapshot = (op_key("input", step=start), f"params/L{d['layer']}") if start == w.step0 else \
                     (op_key("sync", step=start), f"snapshot/L{d['layer']}")
                 repoint(g, key, "params", *snapshot, made_by="read_stale_snapshots")
+        g.graph["chains_independent"] = True  # the validator now holds the chains to it (rule 6)
         return g
 
 
