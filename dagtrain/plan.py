@@ -9,13 +9,14 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Callable, Hashable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import networkx as nx
 
 from dagtrain.analysis.explain import explain
-from dagtrain.analysis.summary import GraphStats, analyze
+from dagtrain.analysis.predict import CostModel, list_schedule, makespan, measured_durations
+from dagtrain.analysis.summary import Analysis, GraphStats, analyze
 from dagtrain.data.order import steps_per_epoch
 from dagtrain.data.store import Dataset
 from dagtrain.errors import ConfigError
@@ -89,6 +90,41 @@ class Plan:
         w = self._window(window)
         return self.schedule.build(self.model, w, self.config.batch_size, eval_parts(self.dataset, self.config.eval_split),
                                    stop_before=pass_name)
+
+    def analyze(self, workers: int = 2, *, cost: CostModel | None = None, result: TrainResult | None = None) -> Analysis:
+        """Work, critical path, parallelism, width and the predicted wall time on ``workers`` workers; nothing runs.
+
+        Durations come from ``cost`` (default :class:`CostModel`) or, given the ``result`` of a
+        run of this plan, from its measured task times. For a schedule with syncs the seed's
+        formula ``T_seq / min(L, W) + syncs * t_sync`` is predicted beside it, with T_seq the
+        same run under Sync on one worker and t_sync two task overheads.
+        """
+        _positive_int("workers", workers, "2")
+        cost = cost or CostModel()
+        stats = self.stats()
+        predicted = self._predict(workers, cost, result)
+        formula = t_sync = None
+        syncs = stats.ops.get("sync", 0)
+        if syncs:
+            t_seq = replace(self, schedule=Sync(), _programs={})._predict(1, cost, None)
+            t_sync = 2 * cost.overhead
+            formula = t_seq / min(self.model.n_layers, workers) + syncs * t_sync
+        widths = [len(gen) for gen in nx.topological_generations(self.graph(0))]
+        return Analysis(str(self.schedule), workers, stats.work, stats.span, widths, predicted, formula, t_sync, syncs,
+                        len(self.windows), result is not None)
+
+    def _predict(self, workers: int, cost: CostModel, result: TrainResult | None) -> float:
+        total = 0.0
+        done: dict[Hashable, float] = {}
+        for w in self.windows:
+            key = self.schedule.shape_key(w, self.model)
+            if key not in done:
+                canonical = self.schedule.canonical_window(w, self.model)
+                tasks = fuse(self._build(canonical), canonical.step0, self.segment_steps)
+                measured = measured_durations(result.tasks, w.index) if result is not None else None
+                done[key] = makespan(list_schedule(tasks, workers, cost, measured))
+            total += done[key]
+        return total
 
     def explain(self, a: str, b: str, window: int = 0) -> str:
         """Why op ``b`` waits for op ``a`` in window ``window``: the path, each edge data or control and from which pass."""

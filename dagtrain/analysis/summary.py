@@ -65,3 +65,40 @@ def analyze(g: nx.DiGraph) -> GraphStats:
         span_ops=len(path),
         width=max((len(gen) for gen in nx.topological_generations(g)), default=0),
     )
+
+
+@dataclass
+class Analysis:
+    """What ``plan.analyze()`` reports: work, critical path, parallelism, width, and predicted wall time."""
+
+    schedule: str
+    workers: int
+    work_flops: float
+    span_flops: float
+    widths: list[int]
+    predicted_seconds: float
+    formula_seconds: float | None
+    sync_seconds: float | None
+    syncs: int
+    windows: int
+    measured: bool
+
+    @property
+    def parallelism(self) -> float:
+        """Work over critical path."""
+        return self.work_flops / self.span_flops if self.span_flops else 0.0
+
+    def __str__(self) -> str:
+        lines = [
+            f"analysis of {self.schedule} over {self.windows} window(s) (each window shape built once)",
+            f"  work {self.work_flops / 1e9:.4g} GFLOP, critical path {self.span_flops / 1e9:.4g} GFLOP, "
+            f"parallelism {self.parallelism:.2f}",
+            f"  width per topological generation (window 0): max {max(self.widths, default=0)}, "
+            f"first {self.widths[:12]}",
+            f"  predicted wall time on {self.workers} worker(s): {self.predicted_seconds:.3f} s "
+            f"(list scheduling over {'measured task times' if self.measured else 'the cost model'})",
+        ]
+        if self.formula_seconds is not None:
+            lines.append(f"  seed's formula T_seq / min(L, W) + syncs * t_sync: {self.formula_seconds:.3f} s "
+                         f"({self.syncs} syncs, t_sync {1e3 * (self.sync_seconds or 0):.3f} ms)")
+        return "\n".join(lines)

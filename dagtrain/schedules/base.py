@@ -30,6 +30,11 @@ class Schedule:
     extra: tuple[tuple[str, Pass], ...] = field(default=(), kw_only=True)
     name = "base"
 
+    def __str__(self) -> str:
+        edits = ([f"skip={sorted(self.skip)}"] if self.skip else []) + \
+            ([f"extra={[(a, p.__name__) for a, p in self.extra]}"] if self.extra else [])
+        return f"{type(self).__name__}({', '.join(edits)})"
+
     def rewrites(self) -> tuple[Pass, ...]:
         """The passes that turn the exact graph into this schedule's graph (none: exact SGD)."""
         return ()

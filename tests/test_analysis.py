@@ -1,0 +1,54 @@
+"""Analysis before anything runs: cost model, list scheduling, the prediction, and measured times after a run."""
+
+from __future__ import annotations
+
+import networkx as nx
+import pytest
+
+import dagtrain as dt
+from dagtrain.analysis.predict import CostModel, calibrate, list_schedule, makespan
+
+MODEL = dt.MLP([12, 64, 64, 3], seed=0)
+
+
+def test_list_schedule_golden() -> None:
+    """a -> b and c -> d; c is long, so it goes first; two workers finish at max(path lengths)."""
+    tasks = nx.DiGraph()
+    for name, flops in {"a": 1e9, "b": 1e9, "c": 3e9, "d": 1e9}.items():
+        tasks.add_node(name, cost=flops)
+    tasks.add_edges_from([("a", "b"), ("c", "d")])
+    cost = CostModel(flops_per_second=1e9, overhead=0.0)
+    slots = list_schedule(tasks, 2, cost)
+    assert [(s.task, s.worker, s.start, s.stop) for s in slots] == [
+        ("c", 0, 0.0, 3.0), ("a", 1, 0.0, 1.0), ("b", 1, 1.0, 2.0), ("d", 1, 3.0, 4.0)]
+    assert makespan(slots) == 4.0
+    assert makespan(list_schedule(tasks, 1, cost)) == 6.0
+    assert makespan(list_schedule(tasks, 2, cost, measured={"c": 0.5})) == 2.0
+
+
+def test_analyze_predicts_layerlocal_faster_than_sync_on_two_workers(blobs: dt.Dataset) -> None:
+    kw = {"batch_size": 32, "epochs": 1}
+    wide = dt.MLP([12, 512, 512, 3], seed=0)  # enough arithmetic per task that overhead does not dominate
+    sync = dt.compile(wide, blobs, **kw).analyze(workers=2)
+    local = dt.compile(wide, blobs, dt.LayerLocal(6, "sharded"), **kw).analyze(workers=2)
+    assert sync.formula_seconds is None and sync.parallelism == pytest.approx(1.0, abs=0.05)
+    assert local.syncs == 4 and local.parallelism > 1.5
+    assert local.predicted_seconds < sync.predicted_seconds
+    assert local.work_flops < sync.work_flops  # chains skip the backward below their layer
+    assert local.formula_seconds is not None and local.formula_seconds > 0
+    text = str(local)
+    assert "analysis of LayerLocal(k=6, data='sharded') over 1 window(s)" in text and "seed's formula" in text
+    with pytest.raises(dt.ConfigError, match="workers = 0 must be a positive integer"):
+        dt.compile(wide, blobs, **kw).analyze(workers=0)
+
+
+def test_measured_task_times_feed_the_analysis_and_the_cost_model(blobs: dt.Dataset) -> None:
+    plan = dt.compile(MODEL, blobs, dt.LayerLocal(6, "sharded"), batch_size=16, epochs=1)
+    result = plan.run("sync")
+    after = plan.analyze(workers=1, result=result)
+    assert after.measured and "measured task times" in str(after)
+    # On one worker the predicted time is the sum of the measured task times of the run.
+    busy = sum(r.stop - r.start for r in result.tasks)
+    assert after.predicted_seconds == pytest.approx(busy, rel=0.05)
+    fitted = calibrate(plan.task_graph(0), result.tasks)
+    assert fitted.flops_per_second > 0 and 0 <= fitted.overhead < 0.05
