@@ -126,6 +126,37 @@ class Plan:
             total += done[key]
         return total
 
+    def actions(self, window: int = 0) -> dict[str, list[str]]:
+        """The schedule as data: for each chain (``chain1``..., or ``main`` under Sync; ``syncs``), its ops in order.
+
+        Plain lists of op keys: print them, compare two schedules with ``==``, or store them as JSON.
+        """
+        g = self.graph(window)
+        out: dict[str, list[str]] = {}
+        for key in nx.lexicographical_topological_sort(g, key=lambda k: (g.nodes[k]["step"] or 0, k)):
+            d = g.nodes[key]
+            if d["kind"] in ("input", "output", "eval"):
+                continue
+            lane = "syncs" if d["kind"] == "sync" else ("main" if d["chain"] is None else f"chain{d['chain']}")
+            out.setdefault(lane, []).append(key)
+        return out
+
+    def schedule_table(self, workers: int = 2, window: int = 0, *, cost: CostModel | None = None, rows: int = 24) -> str:
+        """The predicted per-worker action grid of window ``window``: one row per time slot, one column per worker."""
+        _positive_int("workers", workers, "2")
+        w = self._window(window)
+        slots = list_schedule(fuse(self.graph(window), w.step0, self.segment_steps), workers, cost or CostModel())
+        times = sorted({s.start for s in slots})
+        width = max([len(s.task) for s in slots] + [10])
+        lines = [f"{'t (ms)':>9} | " + " | ".join(f"{f'worker {i}':<{width}}" for i in range(workers))]
+        lines.append("-" * len(lines[0]))
+        for t in times[:rows]:
+            cells = [next((s.task for s in slots if s.worker == i and s.start <= t < s.stop), "") for i in range(workers)]
+            lines.append(f"{1e3 * t:>9.2f} | " + " | ".join(f"{c:<{width}}" for c in cells))
+        if len(times) > rows:
+            lines.append(f"... {len(times) - rows} more slots; predicted window time {1e3 * makespan(slots):.2f} ms")
+        return "\n".join(lines)
+
     def explain(self, a: str, b: str, window: int = 0) -> str:
         """Why op ``b`` waits for op ``a`` in window ``window``: the path, each edge data or control and from which pass."""
         return explain(self.graph(window), a, b)

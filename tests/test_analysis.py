@@ -52,3 +52,27 @@ def test_measured_task_times_feed_the_analysis_and_the_cost_model(blobs: dt.Data
     assert after.predicted_seconds == pytest.approx(busy, rel=0.05)
     fitted = calibrate(plan.task_graph(0), result.tasks)
     assert fitted.flops_per_second > 0 and 0 <= fitted.overhead < 0.05
+
+
+def test_actions_are_the_schedule_as_comparable_data(blobs: dt.Dataset) -> None:
+    import json
+
+    plan = dt.compile(MODEL, blobs, dt.LayerLocal(2, "sharded"), batch_size=16, max_steps=4)
+    actions = plan.actions()
+    assert sorted(actions) == ["chain1", "chain2", "chain3", "syncs"]
+    assert actions["syncs"] == ["sync:s2", "sync:s4"]
+    assert actions["chain2"] == ["load:s1:c2", "fwd:L1:s1:c2", "fwd:L2:s1:c2", "fwd:L3:s1:c2", "loss:s1:c2",
+                                 "bwd:L3:s1:c2", "bwd:L2:s1:c2", "upd:L2:s1:c2"]
+    assert json.loads(json.dumps(actions)) == actions
+    assert actions != dt.compile(MODEL, blobs, dt.LayerLocal(2, "shared"), batch_size=16, max_steps=4).actions()
+    assert list(dt.compile(MODEL, blobs, batch_size=16, max_steps=4).actions()) == ["main"]
+
+
+def test_schedule_table_shows_chains_side_by_side(blobs: dt.Dataset) -> None:
+    plan = dt.compile(dt.MLP([12, 512, 512, 3], seed=0), blobs, dt.LayerLocal(6, "shared"), batch_size=32, epochs=1)
+    table = plan.schedule_table(workers=2, cost=CostModel(flops_per_second=1e9, overhead=1e-4))
+    lines = table.splitlines()
+    assert lines[0].split("|")[1].strip() == "worker 0" and lines[0].split("|")[2].strip() == "worker 1"
+    rows = [[c.strip() for c in line.split("|")[1:]] for line in lines[2:] if "|" in line]
+    assert any(a.startswith("chain") and b.startswith("chain") for a, b in rows)  # two chains at once
+    assert any("sync-s6" in cell for row in rows for cell in row)
