@@ -7,13 +7,16 @@ window shape, the fine graph (for analysis) and the fused program (for Dask) onc
 from __future__ import annotations
 
 import math
+import os
 from collections import Counter
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import networkx as nx
 
+from dagtrain.analysis.draw import draw
 from dagtrain.analysis.explain import explain
 from dagtrain.analysis.predict import CostModel, list_schedule, makespan, measured_durations
 from dagtrain.analysis.summary import Analysis, GraphStats, analyze
@@ -156,6 +159,10 @@ class Plan:
         if len(times) > rows:
             lines.append(f"... {len(times) - rows} more slots; predicted window time {1e3 * makespan(slots):.2f} ms")
         return "\n".join(lines)
+
+    def draw(self, path: str | os.PathLike[str], window: int = 0) -> Path:
+        """Write a picture (.svg or .png) of one sync interval of window ``window``: a colour per chain, syncs marked."""
+        return draw(self.graph(window), path, title=f"{self.schedule}: one sync interval of window {window}")
 
     def explain(self, a: str, b: str, window: int = 0) -> str:
         """Why op ``b`` waits for op ``a`` in window ``window``: the path, each edge data or control and from which pass."""

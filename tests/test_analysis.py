@@ -76,3 +76,19 @@ def test_schedule_table_shows_chains_side_by_side(blobs: dt.Dataset) -> None:
     rows = [[c.strip() for c in line.split("|")[1:]] for line in lines[2:] if "|" in line]
     assert any(a.startswith("chain") and b.startswith("chain") for a, b in rows)  # two chains at once
     assert any("sync-s6" in cell for row in rows for cell in row)
+
+
+@pytest.mark.parametrize("suffix", [".png", ".svg"])
+def test_draw_writes_a_picture_of_one_interval(blobs: dt.Dataset, tmp_path: object, suffix: str) -> None:
+    from pathlib import Path
+
+    plan = dt.compile(MODEL, blobs, dt.LayerLocal(3, "shared"), batch_size=16, epochs=1)
+    out = plan.draw(Path(str(tmp_path)) / f"interval{suffix}")
+    data = out.read_bytes()
+    if suffix == ".png":
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+    else:
+        text = data.decode()
+        assert text.lstrip().startswith("<?xml") and "<svg" in text and "sync:s3" in text and "sync:s6" in text
+    with pytest.raises(dt.ConfigError, match=r"use a \.svg or \.png file name"):
+        plan.draw(Path(str(tmp_path)) / "x.pdf")
