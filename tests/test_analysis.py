@@ -92,3 +92,19 @@ def test_draw_writes_a_picture_of_one_interval(blobs: dt.Dataset, tmp_path: obje
         assert text.lstrip().startswith("<?xml") and "<svg" in text and "sync:s3" in text and "sync:s6" in text
     with pytest.raises(dt.ConfigError, match=r"use a \.svg or \.png file name"):
         plan.draw(Path(str(tmp_path)) / "x.pdf")
+
+
+def test_inspect_command_prints_without_training(blobs: dt.Dataset, tmp_path: object,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    from pathlib import Path
+
+    from dagtrain.cli import main
+
+    picture = Path(str(tmp_path)) / "i.svg"
+    assert main(["inspect", "--data", blobs.path, "--layers", "12,16,8,3", "--batch-size", "16", "--k", "5",
+                 "--data-mode", "sharded", "--draw", str(picture), "--rows", "4"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("passes: build_exact -> deal_to_chains -> insert_syncs -> read_stale_snapshots -> fuse")
+    assert "analysis of LayerLocal(k=5, data='sharded')" in out and "worker 1" in out and picture.exists()
+    assert main(["inspect", "--data", blobs.path, "--layers", "12,16,3", "--schedule", "sync", "--json"]) == 0
+    assert '"passes": ["build_exact", "fuse"]' in capsys.readouterr().out
