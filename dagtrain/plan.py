@@ -164,6 +164,14 @@ class Plan:
         """Write a picture (.svg or .png) of one sync interval of window ``window``: a colour per chain, syncs marked."""
         return draw(self.graph(window), path, title=f"{self.schedule}: one sync interval of window {window}")
 
+    def chain_costs(self, window: int = 0) -> dict[int, float]:
+        """Estimated work (flops) of each layer chain in window ``window``; empty for a schedule without chains."""
+        costs: dict[int, float] = {}
+        for _, d in self.graph(window).nodes(data=True):
+            if d.get("chain") is not None:
+                costs[d["chain"]] = costs.get(d["chain"], 0.0) + d.get("cost", 0.0)
+        return costs
+
     def explain(self, a: str, b: str, window: int = 0) -> str:
         """Why op ``b`` waits for op ``a`` in window ``window``: the path, each edge data or control and from which pass."""
         return explain(self.graph(window), a, b)

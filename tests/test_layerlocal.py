@@ -155,7 +155,10 @@ def test_chains_stay_on_their_worker_on_a_cluster(blobs: dt.Dataset, local_clust
     plan = dt.compile(MODEL, blobs, schedule, **KW)
     result = plan.run(local_cluster)
     placement = result.info["placement"]
-    assert len(set(placement.values())) == 2 and placement[1] == placement[3] != placement[2]
+    # Chain 1 (the whole backward pass) alone on one worker; chains 2 and 3 share the other.
+    costs = plan.chain_costs()
+    assert costs[1] > costs[2] > costs[3]
+    assert len(set(placement.values())) == 2 and placement[2] == placement[3] != placement[1]
     chain_tasks = [r for r in result.tasks if r.prefix.startswith("chain")]
     assert len(chain_tasks) == len([t for w in plan.windows for t in plan.task_graph(w.index) if t.startswith("chain")])
     for r in chain_tasks:
@@ -181,6 +184,9 @@ def test_chains_need_a_worker_to_run_on() -> None:
     from dagtrain.execute.place import chain_workers
 
     assert chain_workers(["tcp://b:1", "tcp://a:2"], 3) == {1: "tcp://a:2", 2: "tcp://b:1", 3: "tcp://a:2"}
+    # With costs: heaviest first to the least-loaded worker (801 | 535 + 405 ... as in a 4-layer net).
+    costs = {1: 801.0, 2: 535.0, 3: 405.0, 4: 337.0}
+    assert chain_workers(["w0", "w1"], 4, costs) == {1: "w0", 2: "w1", 3: "w1", 4: "w0"}
     with pytest.raises(dt.ConfigError, match="no workers to place the layer chains on"):
         chain_workers([], 2)
 

@@ -1,7 +1,8 @@
 """Placement: which worker of a distributed cluster runs which task.
 
-Layer chain ``c`` stays on worker ``(c - 1) mod W`` (workers sorted by address), so its
-weights and optimizer state stay resident there and only the sync moves weights. The
+Layer chain ``c`` stays on one worker, so its weights and optimizer state stay resident
+there and only the sync moves weights. Chains are spread by the cost model's estimate of
+their work (heaviest first, to the least-loaded worker), or round-robin without one. The
 tasks without a chain (syncs, evaluation, Sync's segments) go wherever Dask puts them.
 
 The restrictions travel as annotations of a ``HighLevelGraph`` (one layer per task), which
@@ -26,13 +27,24 @@ def chain_of_key(key: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
-def chain_workers(workers: list[str], n_chains: int) -> dict[int, str]:
-    """Chain -> worker address: round-robin over the sorted workers."""
+def chain_workers(workers: list[str], n_chains: int, costs: dict[int, float] | None = None) -> dict[int, str]:
+    """Chain -> worker address. Without ``costs``: round-robin over the sorted workers. With the cost model's
+    estimate of each chain's work: the heaviest chain first, each to the least-loaded worker (balances the
+    unequal chains: chain 1 runs the whole backward pass, chain L almost none of it).
+    """
     if not workers:
         raise ConfigError("the cluster has no workers to place the layer chains on; start at least one "
                           "(e.g. `dask worker tcp://SCHEDULER`) or pass scheduler='threads'")
     ordered = sorted(workers)
-    return {c: ordered[(c - 1) % len(ordered)] for c in range(1, n_chains + 1)}
+    if not costs:
+        return {c: ordered[(c - 1) % len(ordered)] for c in range(1, n_chains + 1)}
+    load = dict.fromkeys(ordered, 0.0)
+    placement = {}
+    for c in sorted(range(1, n_chains + 1), key=lambda c: (-costs.get(c, 0.0), c)):
+        worker = min(ordered, key=lambda w: (load[w], w))
+        placement[c] = worker
+        load[worker] += costs.get(c, 0.0)
+    return placement
 
 
 def placed_graph(dsk: dict[str, Any], placement: dict[int, str]) -> HighLevelGraph | dict[str, Any]:

@@ -30,7 +30,7 @@ def execute(plan: Plan, scheduler: Any = None, *,
     n_train = plan.dataset.size("train")
     programs = [plan.program(w) for w in windows]  # built once per window shape, before the clock starts
     with open_scheduler(scheduler) as sched, sched.trace() as tasks:
-        placement = chain_workers(list(sched.addresses), L) if sched.addresses else {}
+        placement = chain_workers(list(sched.addresses), L, plan.chain_costs()) if sched.addresses else {}
         start = time.perf_counter()
         for w, program in zip(windows, programs, strict=True):
             state = {}
