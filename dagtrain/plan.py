@@ -18,7 +18,7 @@ import networkx as nx
 
 from dagtrain.analysis.draw import draw
 from dagtrain.analysis.explain import explain
-from dagtrain.analysis.predict import CostModel, list_schedule, makespan, measured_durations
+from dagtrain.analysis.predict import CostModel, critical_seconds, list_schedule, makespan, measured_durations
 from dagtrain.analysis.summary import Analysis, GraphStats, analyze
 from dagtrain.data.order import steps_per_epoch
 from dagtrain.data.store import Dataset
@@ -105,29 +105,31 @@ class Plan:
         _positive_int("workers", workers, "2")
         cost = cost or CostModel()
         stats = self.stats()
-        predicted = self._predict(workers, cost, result)
+        predicted, span_seconds = self._predict(workers, cost, result)
         formula = t_sync = None
         syncs = stats.ops.get("sync", 0)
         if syncs:
-            t_seq = replace(self, schedule=Sync(), _programs={})._predict(1, cost, None)
+            t_seq = replace(self, schedule=Sync(), _programs={})._predict(1, cost, None)[0]
             t_sync = 2 * cost.overhead
             formula = t_seq / min(self.model.n_layers, workers) + syncs * t_sync
         widths = [len(gen) for gen in nx.topological_generations(self.graph(0))]
         return Analysis(str(self.schedule), workers, stats.work, stats.span, widths, predicted, formula, t_sync, syncs,
-                        len(self.windows), result is not None)
+                        len(self.windows), result is not None, span_seconds)
 
-    def _predict(self, workers: int, cost: CostModel, result: TrainResult | None) -> float:
-        total = 0.0
-        done: dict[Hashable, float] = {}
+    def _predict(self, workers: int, cost: CostModel, result: TrainResult | None) -> tuple[float, float]:
+        """(predicted wall time, critical path in seconds) of the whole run, one window shape scheduled at a time."""
+        total = span = 0.0
+        done: dict[Hashable, tuple[float, float]] = {}
         for w in self.windows:
             key = self.schedule.shape_key(w, self.model)
             if key not in done:
                 canonical = self.schedule.canonical_window(w, self.model)
                 tasks = fuse(self._build(canonical), canonical.step0, self.segment_steps)
                 measured = measured_durations(result.tasks, w.index) if result is not None else None
-                done[key] = makespan(list_schedule(tasks, workers, cost, measured))
-            total += done[key]
-        return total
+                done[key] = (makespan(list_schedule(tasks, workers, cost, measured)), critical_seconds(tasks, cost, measured))
+            total += done[key][0]
+            span += done[key][1]
+        return total, span
 
     def actions(self, window: int = 0) -> dict[str, list[str]]:
         """The schedule as data: for each chain (``chain1``..., or ``main`` under Sync; ``syncs``), its ops in order.

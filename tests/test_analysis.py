@@ -50,6 +50,7 @@ def test_measured_task_times_feed_the_analysis_and_the_cost_model(blobs: dt.Data
     # On one worker the predicted time is the sum of the measured task times of the run.
     busy = sum(r.stop - r.start for r in result.tasks)
     assert after.predicted_seconds == pytest.approx(busy, rel=0.05)
+    assert 0 < after.span_seconds <= after.predicted_seconds + 1e-9
     fitted = calibrate(plan.task_graph(0), result.tasks)
     assert fitted.flops_per_second > 0 and 0 <= fitted.overhead < 0.05
 

@@ -72,6 +72,15 @@ def list_schedule(tasks: nx.DiGraph, workers: int, cost: CostModel,
     return slots
 
 
+def critical_seconds(tasks: nx.DiGraph, cost: CostModel, measured: dict[str, float] | None = None) -> float:
+    """The longest path through the task graph in seconds (cost model, or ``measured`` task times where given)."""
+    longest: dict[str, float] = {}
+    for t in nx.topological_sort(tasks):
+        own = (measured or {}).get(t, cost.seconds(tasks.nodes[t].get("cost", 0.0)))
+        longest[t] = own + max((longest[p] for p in tasks.predecessors(t)), default=0.0)
+    return max(longest.values(), default=0.0)
+
+
 def makespan(slots: Iterable[Slot]) -> float:
     """When the last task of a schedule finishes."""
     return max((s.stop for s in slots), default=0.0)

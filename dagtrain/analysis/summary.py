@@ -82,6 +82,7 @@ class Analysis:
     syncs: int
     windows: int
     measured: bool
+    span_seconds: float = 0.0
 
     @property
     def parallelism(self) -> float:
@@ -95,7 +96,8 @@ class Analysis:
             f"parallelism {self.parallelism:.2f}",
             f"  width per topological generation (window 0): max {max(self.widths, default=0)}, "
             f"first {self.widths[:12]}",
-            f"  predicted wall time on {self.workers} worker(s): {self.predicted_seconds:.3f} s "
+            f"  critical path {self.span_seconds:.3f} s; "
+            f"predicted wall time on {self.workers} worker(s): {self.predicted_seconds:.3f} s "
             f"(list scheduling over {'measured task times' if self.measured else 'the cost model'})",
         ]
         if self.formula_seconds is not None:
