@@ -15,6 +15,8 @@ Each violation is collected; one :class:`GraphError` lists them all, numbered by
 
 from __future__ import annotations
 
+import bisect
+
 import networkx as nx
 
 from dagtrain.errors import GraphError
@@ -86,6 +88,8 @@ def _check_syncs(g: nx.DiGraph, feeders: dict[str, dict[str, list[str]]]) -> lis
     for key, d in g.nodes(data=True):
         if d.get("kind") == "update":
             updates.setdefault(d["layer"], []).append((d["step"], key))
+    for found in updates.values():
+        found.sort()
     problems = []
     for step, sync in sorted(syncs):
         for layer in range(1, n_layers + 1):
@@ -93,8 +97,9 @@ def _check_syncs(g: nx.DiGraph, feeders: dict[str, dict[str, list[str]]]) -> lis
             if not fed:
                 problems.append(f"rule 7 (syncs): {sync} does not read layer {layer}")
                 continue
-            before = [(s, k) for s, k in updates.get(layer, []) if s < step]
-            last = max(before) if before else None
+            found = updates.get(layer, [])
+            i = bisect.bisect_left(found, (step, ""))  # updates before the sync: found[:i]
+            last = found[i - 1] if i else None
             src = g.nodes[fed[0]]
             stale = (last is not None and last[1] != fed[0]) if src.get("kind") == "update" else \
                 (last is not None and last[0] >= (src.get("step") or 0))
