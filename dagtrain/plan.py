@@ -233,14 +233,22 @@ class Plan:
         ]
         return "\n".join(lines)
 
-    def run(self, scheduler: Any = None, *, progress: Callable[[int, int, dict[str, Any]], None] | None = None) -> TrainResult:
+    def run(self, scheduler: Any = None, *, progress: Callable[[int, int, dict[str, Any]], None] | None = None,
+            checkpoint: str | os.PathLike[str] | None = None, checkpoint_every: int = 1,
+            resume: str | os.PathLike[str] | None = None) -> TrainResult:
         """Train. ``scheduler``: None/'threads' (default), 'sync', 'processes', a distributed.Client or a get function.
 
         ``progress(steps_done, total_steps, info)`` is called after every window.
+        ``checkpoint=PATH`` writes the state to a zarr store atomically after every
+        ``checkpoint_every`` windows (each window ends at a sync) and at the end;
+        ``resume=PATH`` continues from such a checkpoint, giving bitwise the weights of the
+        uninterrupted run.
         """
         from dagtrain.execute.run import execute
 
-        return execute(self, scheduler, progress=progress)
+        _positive_int("checkpoint_every", checkpoint_every, "5")
+        return execute(self, scheduler, progress=progress, checkpoint=checkpoint, checkpoint_every=checkpoint_every,
+                       resume=resume)
 
     def _build(self, window: Window) -> nx.DiGraph:
         return self.schedule.build(self.model, window, self.config.batch_size,

@@ -58,3 +58,50 @@ def weights_equal(a: list[dt.Params], b: list[dt.Params]) -> bool:
 def store_path(ds: dt.Dataset) -> Path:
     """The store's directory."""
     return Path(ds.path)
+
+
+@pytest.fixture(scope="module")
+def dask_cli_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A cluster started the way users start one: `dask scheduler` and two `dask worker` processes on 127.0.0.1."""
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    from distributed import Client
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    address = f"tcp://127.0.0.1:{port}"
+    dask = str(Path(sys.executable).parent / "dask")
+    logdir = tmp_path_factory.mktemp("dask-cluster")
+    logs = [(logdir / name).open("w") for name in ("scheduler.log", "worker0.log", "worker1.log")]
+    procs = [subprocess.Popen([dask, "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
+                              stdout=logs[0], stderr=subprocess.STDOUT)]
+    for i in range(2):
+        procs.append(subprocess.Popen([dask, "worker", address, "--nthreads", "1", "--host", "127.0.0.1",
+                                       "--no-dashboard", "--name", f"w{i}"], stdout=logs[i + 1], stderr=subprocess.STDOUT))
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with Client(address, timeout="2s") as client:
+                    client.wait_for_workers(2, timeout=30)
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+        yield address
+    finally:
+        for p in reversed(procs):
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        for f in logs:
+            f.close()

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from dagtrain.execute.checkpoint import Checkpoint, fingerprint, load_checkpoint, save_checkpoint
 from dagtrain.execute.lower import dask_key, lower
 from dagtrain.execute.place import chain_workers, placed_graph
 from dagtrain.execute.schedulers import open_scheduler
@@ -16,7 +18,9 @@ if TYPE_CHECKING:
 
 
 def execute(plan: Plan, scheduler: Any = None, *,
-            progress: Callable[[int, int, dict[str, Any]], None] | None = None) -> TrainResult:
+            progress: Callable[[int, int, dict[str, Any]], None] | None = None,
+            checkpoint: str | os.PathLike[str] | None = None, checkpoint_every: int = 1,
+            resume: str | os.PathLike[str] | None = None) -> TrainResult:
     """Train ``plan`` on ``scheduler``; see :meth:`dagtrain.plan.Plan.run`."""
     model, cfg = plan.model, plan.config
     L = model.n_layers
@@ -27,6 +31,11 @@ def execute(plan: Plan, scheduler: Any = None, *,
     history: list[dict[str, Any]] = []
     epoch_losses: list[float] = []
     done = samples = 0
+    if resume is not None:
+        saved = load_checkpoint(resume, plan)
+        params, velocity, history, epoch_losses = saved.params, saved.velocity, saved.history, saved.epoch_losses
+        done, samples = saved.step, saved.samples
+        windows = [w for w in windows if w.step0 >= saved.step]
     n_train = plan.dataset.size("train")
     programs = [plan.program(w) for w in windows]  # built once per window shape, before the clock starts
     with open_scheduler(scheduler) as sched, sched.trace() as tasks:
@@ -56,6 +65,9 @@ def execute(plan: Plan, scheduler: Any = None, *,
                 history.append(row)
                 info["test_accuracy"] = row["test_accuracy"]
                 epoch_losses = []
+            if checkpoint is not None and ((w.index + 1) % checkpoint_every == 0 or done == total):
+                save_checkpoint(checkpoint, Checkpoint(done, params, velocity, history, epoch_losses, samples,
+                                                       fingerprint(plan)))
             if progress is not None:
                 progress(done, total, info)
         wall = time.perf_counter() - start

@@ -1,0 +1,68 @@
+"""A cluster started the way users start one (`dask scheduler` + `dask worker`), and losing a worker mid-run."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+import dagtrain as dt
+from dagtrain.cli import main
+from tests.conftest import weights_equal
+
+pytestmark = pytest.mark.cluster
+MODEL = dt.MLP([12, 64, 32, 3], seed=5)
+KW = {"batch_size": 8, "epochs": 3, "lr": 0.05, "momentum": 0.9, "window_steps": 25}
+
+
+def test_runs_on_dask_scheduler_and_worker_processes(blobs: dt.Dataset, dask_cli_cluster: str) -> None:
+    from distributed import Client
+
+    plan = dt.compile(MODEL, blobs, dt.LayerLocal(5, "sharded"), **KW)
+    with Client(dask_cli_cluster) as client:
+        result = plan.run(client)
+    assert result.scheduler == "distributed" and result.info["workers"] == 2
+    assert weights_equal(result.weights, plan.run("sync").weights)
+    workers = {r.worker.rsplit("/", 1)[0] for r in result.tasks if r.prefix.startswith("chain")}
+    assert workers == set(result.info["placement"].values()) and len(workers) == 2
+
+
+def test_cli_connects_with_scheduler_address(blobs: dt.Dataset, dask_cli_cluster: str, tmp_path: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["train", "--data", blobs.path, "--layers", "12,16,3", "--epochs", "1", "--quiet",
+                 "--scheduler-address", dask_cli_cluster, "--out", str(tmp_path / "w.zarr")])
+    assert code == 0 and "on distributed" in capsys.readouterr().out
+
+
+def test_unreachable_scheduler_is_an_error_not_a_hang(blobs: dt.Dataset, capsys: pytest.CaptureFixture[str]) -> None:
+    start = time.monotonic()
+    assert main(["train", "--data", blobs.path, "--layers", "12,16,3", "--scheduler-address", "tcp://127.0.0.1:9"]) == 2
+    assert "no dask scheduler answers at tcp://127.0.0.1:9" in capsys.readouterr().err
+    assert time.monotonic() - start < 30
+
+
+def test_killing_a_worker_mid_run_changes_nothing(blobs: dt.Dataset, dask_cli_cluster: str) -> None:
+    """SIGKILL one worker process while the run is going; the run completes with the fault-free weights."""
+    from distributed import Client
+
+    plan = dt.compile(MODEL, blobs, dt.LayerLocal(5, "sharded"), **KW)
+    expected = plan.run("sync").weights
+    with Client(dask_cli_cluster) as client:
+        pids = client.run(os.getpid)
+        victim = sorted(pids)[1]
+        killed = threading.Event()
+
+        def kill_soon(done: int, total: int, info: dict[str, object]) -> None:
+            if done >= total // 3 and not killed.is_set():
+                killed.set()
+                # Kill from another thread while the next window is running on the cluster.
+                threading.Timer(0.05, os.kill, (pids[victim], signal.SIGKILL)).start()
+
+        result = plan.run(client, progress=kill_soon)
+        client.wait_for_workers(2, timeout=60)  # the nanny restarts it, for the next test
+    assert killed.is_set()
+    assert weights_equal(result.weights, expected)
