@@ -11,7 +11,7 @@ import numpy as np
 import zarr
 
 from dagtrain.data.atomic import atomic_directory
-from dagtrain.errors import CorruptStoreError, StoreNotFoundError
+from dagtrain.errors import ConfigError, CorruptStoreError, StoreNotFoundError
 from dagtrain.execute.trace import TaskRecord
 from dagtrain.model.functional import Params
 
@@ -47,6 +47,18 @@ class TrainResult:
     def samples_per_second(self) -> float:
         """Training samples processed per second of wall time."""
         return self.samples / self.wall_time if self.wall_time else 0.0
+
+    def timeline(self, path: str | os.PathLike[str]) -> Path:
+        """Write the run's EEG-style timeline: ``.html`` (interactive) or ``.png``; one row per worker thread."""
+        from dagtrain.report.timeline import timeline_html, timeline_png
+
+        target = Path(path)
+        title = f"{self.info.get('schedule', 'run')} on {self.scheduler}: {len(self.tasks)} tasks, {self.wall_time:.2f} s"
+        if target.suffix.lower() == ".html":
+            return timeline_html(self.tasks, target, title=title)
+        if target.suffix.lower() == ".png":
+            return timeline_png(self.tasks, target, title=title)
+        raise ConfigError(f"cannot write a timeline to {target.name!r}: use a .html or .png file name")
 
     def save(self, path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
         """Write the weights to a zarr store atomically (complete or not at all)."""

@@ -243,3 +243,15 @@ def test_explain_names_the_path_or_says_there_is_none(blobs: dt.Dataset) -> None
     with pytest.raises(dt.ConfigError, match="no op 'fwd:L9:s0' in this graph"):
         plan.explain("fwd:L9:s0", "out:s0")
     plan.validate()  # every window shape passes every rule
+
+
+def test_timeline_html_and_png(blobs: dt.Dataset, tmp_path: object) -> None:
+    from pathlib import Path
+
+    result = dt.compile(MODEL, blobs, dt.LayerLocal(5, "shared"), batch_size=16, epochs=1).run("threads")
+    html = result.timeline(Path(str(tmp_path)) / "t.html").read_text()
+    assert "<html" in html.lower() and "Bokeh" in html and "chain2-0-w0" in html and "sync-s5-w0" in html
+    png = result.timeline(Path(str(tmp_path)) / "t.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5_000
+    with pytest.raises(dt.ConfigError, match=r"use a \.html or \.png file name"):
+        result.timeline(Path(str(tmp_path)) / "t.pdf")

@@ -73,4 +73,5 @@ def execute(plan: Plan, scheduler: Any = None, *,
         wall = time.perf_counter() - start
     return TrainResult(weights=params, history=history, steps=done, samples=samples, wall_time=wall, tasks=tasks,
                        scheduler=sched.name, info={"workers": sched.workers, "segment_steps": plan.segment_steps,
-                                                   "window_steps": plan.window_steps, "placement": placement})
+                                                   "window_steps": plan.window_steps, "placement": placement,
+                                                   "schedule": str(plan.schedule)})
