@@ -18,6 +18,7 @@ from dagtrain.errors import ConfigError, DagtrainError
 from dagtrain.model.mlp import MLP
 from dagtrain.plan import compile  # noqa: A004
 from dagtrain.result import TrainResult
+from dagtrain.schedules import LayerLocal, Sync
 
 TRAIN_EXAMPLES = """examples:
   dagtrain train --layers 784,256,256,10 --epochs 3
@@ -82,6 +83,17 @@ def format_history(result: TrainResult) -> str:
     return "\n".join(rows)
 
 
+def _port_free(port: int) -> bool:
+    import socket
+
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 @contextlib.contextmanager
 def scheduler_from_args(args: argparse.Namespace) -> Iterator[Any]:
     """A scheduler name, or a distributed Client for ``--scheduler tcp://...`` or ``--workers N``."""
@@ -96,12 +108,17 @@ def scheduler_from_args(args: argparse.Namespace) -> Iterator[Any]:
                               "`dask scheduler` and workers with `dask worker ADDRESS`") from None
         with client:
             yield client
-    elif args.workers:
+    elif args.workers or getattr(args, "dashboard", False):
         from distributed import Client, LocalCluster
 
-        cluster = LocalCluster(n_workers=args.workers, threads_per_worker=1, host="127.0.0.1",  # type: ignore[no-untyped-call]
-                               dashboard_address="127.0.0.1:0")
+        # The dashboard binds to 127.0.0.1 only: port 8787 if free, else any free port.
+        dashboard = getattr(args, "dashboard", False)
+        port = 8787 if dashboard and _port_free(8787) else 0
+        cluster = LocalCluster(n_workers=args.workers or 2, threads_per_worker=1, host="127.0.0.1",  # type: ignore[no-untyped-call]
+                               dashboard_address=f"127.0.0.1:{port}")
         with cluster, Client(cluster) as client:  # type: ignore[no-untyped-call]
+            if dashboard:
+                print(f"Dask dashboard: {client.dashboard_link}", file=sys.stderr, flush=True)
             yield client
     else:
         yield args.scheduler
@@ -112,13 +129,28 @@ def cmd_train(args: argparse.Namespace) -> int:
     data = open_dataset(args.data) if args.data else mnist(source=args.mnist_source)
     layers = args.layers or [data.n_features, 256, 256, data.n_classes]
     model = MLP(layers, activation=args.activation, loss=args.loss, seed=args.seed)
-    plan = compile(model, data, batch_size=args.batch_size, epochs=args.epochs, lr=args.lr,
+    schedule = Sync() if args.schedule == "sync" else LayerLocal(args.k, args.data_mode)
+    plan = compile(model, data, schedule, batch_size=args.batch_size, epochs=args.epochs, lr=args.lr,
                    momentum=args.momentum, max_steps=args.max_steps)
     if not args.json:
         print(plan.summary())
     with scheduler_from_args(args) as scheduler:
-        result = plan.run(scheduler, progress=ProgressBar(not args.json and not args.quiet), checkpoint=args.checkpoint,
-                          checkpoint_every=args.checkpoint_every, resume=args.resume)
+        report: Any = contextlib.nullcontext()
+        if args.performance_report:
+            if not hasattr(scheduler, "scheduler_info"):
+                raise ConfigError("--performance-report needs a distributed cluster: add --workers N or --scheduler-address")
+            from distributed import performance_report
+
+            report = performance_report(filename=args.performance_report)  # type: ignore[no-untyped-call]
+        with report:
+            result = plan.run(scheduler, progress=ProgressBar(not args.json and not args.quiet),
+                              checkpoint=args.checkpoint, checkpoint_every=args.checkpoint_every, resume=args.resume)
+    if args.timeline:
+        html = Path(args.timeline).with_suffix(".html")
+        result.timeline(html)
+        result.timeline(html.with_suffix(".png"))
+        if not args.json:
+            print(f"timeline written to {html} and {html.with_suffix('.png')}")
     out = Path(args.out) if args.out else cache_dir() / "weights" / f"mlp-{'-'.join(map(str, layers))}.zarr"
     result.save(out, overwrite=True)
     if args.json:
@@ -166,8 +198,6 @@ INSPECT_EXAMPLES = """examples:
 
 def cmd_inspect(args: argparse.Namespace) -> int:
     """Compile a plan and print its passes, summary, analysis and predicted schedule; draw it. Nothing trains."""
-    from dagtrain.schedules import LayerLocal, Sync
-
     data = open_dataset(args.data) if args.data else mnist(source=args.mnist_source)
     layers = args.layers or [data.n_features, 256, 256, data.n_classes]
     model = MLP(layers, activation=args.activation, loss=args.loss, seed=args.seed)
@@ -226,6 +256,13 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--checkpoint", help="write a checkpoint (zarr, atomically) at window ends, at syncs")
     train.add_argument("--checkpoint-every", type=int, default=1, help="checkpoint every N windows (default 1)")
     train.add_argument("--resume", help="continue from this checkpoint (same plan: same arguments)")
+    train.add_argument("--schedule", choices=["sync", "layerlocal"], default="sync")
+    train.add_argument("--k", type=int, default=10, help="LayerLocal's communication interval (default 10)")
+    train.add_argument("--data-mode", choices=["shared", "sharded"], default="shared")
+    train.add_argument("--timeline", help="write the run's timeline to PATH.html and PATH.png")
+    train.add_argument("--performance-report", help="write Dask's performance report (HTML; needs a cluster)")
+    train.add_argument("--dashboard", action="store_true",
+                       help="start a LocalCluster (2 workers unless --workers) with the dashboard on 127.0.0.1; print its URL")
     _add_run_arguments(train, "threads (default), sync, processes, or tcp://HOST:PORT of a dask scheduler")
     train.set_defaults(func=cmd_train)
     sw = sub.add_parser("sweep", help="the interval experiment: LayerLocal accuracy and time against k",

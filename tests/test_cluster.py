@@ -66,3 +66,30 @@ def test_killing_a_worker_mid_run_changes_nothing(blobs: dt.Dataset, dask_cli_cl
         client.wait_for_workers(2, timeout=60)  # the nanny restarts it, for the next test
     assert killed.is_set()
     assert weights_equal(result.weights, expected)
+
+
+def test_dashboard_serves_status_and_task_stream(blobs: dt.Dataset, local_cluster: object) -> None:
+    """The dashboard of a cluster that ran a plan answers on 127.0.0.1: /status and /tasks."""
+    import urllib.request
+
+    dt.compile(MODEL, blobs, dt.LayerLocal(5, "shared"), batch_size=16, epochs=1).run(local_cluster)
+    link = local_cluster.dashboard_link  # type: ignore[attr-defined]
+    assert link.startswith("http://127.0.0.1:")
+    base = link.rsplit("/", 1)[0]
+    for page in ("status", "tasks"):
+        with urllib.request.urlopen(f"{base}/{page}", timeout=30) as response:
+            assert response.status == 200 and b"bokeh" in response.read().lower()
+
+
+def test_cli_dashboard_timeline_and_performance_report(blobs: dt.Dataset, tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["train", "--data", blobs.path, "--layers", "12,16,8,3", "--epochs", "1", "--quiet",
+                 "--schedule", "layerlocal", "--k", "5", "--dashboard", "--timeline", str(tmp_path / "run"),
+                 "--performance-report", str(tmp_path / "report.html"), "--out", str(tmp_path / "w.zarr")])
+    captured = capsys.readouterr()
+    assert code == 0 and "Dask dashboard: http://127.0.0.1:" in captured.err
+    assert (tmp_path / "run.html").stat().st_size > 10_000 and (tmp_path / "run.png").stat().st_size > 5_000
+    assert "chain1" in (tmp_path / "run.html").read_text()
+    assert (tmp_path / "report.html").stat().st_size > 10_000
+    assert main(["train", "--data", blobs.path, "--layers", "12,16,3", "--performance-report", "x.html"]) == 2
+    assert "--performance-report needs a distributed cluster" in capsys.readouterr().err
