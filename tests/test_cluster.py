@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import threading
 import time
@@ -93,3 +94,25 @@ def test_cli_dashboard_timeline_and_performance_report(blobs: dt.Dataset, tmp_pa
     assert (tmp_path / "report.html").stat().st_size > 10_000
     assert main(["train", "--data", blobs.path, "--layers", "12,16,3", "--performance-report", "x.html"]) == 2
     assert "--performance-report needs a distributed cluster" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="needs Debian's chromium (.ci/run installs it)")
+def test_timeline_renders_in_a_headless_browser(blobs: dt.Dataset, local_cluster: object, tmp_path: Path) -> None:
+    """Open the timeline HTML in real headless Chromium and find each chain's colour in the screenshot."""
+    import subprocess
+
+    import matplotlib.image
+    import numpy as np
+
+    from dagtrain.report.timeline import colour_of
+
+    result = dt.compile(MODEL, blobs, dt.LayerLocal(5, "sharded"), batch_size=16, epochs=1).run(local_cluster)
+    page = result.timeline(tmp_path / "t.html")
+    shot = tmp_path / "shot.png"
+    subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--window-size=1200,500",
+                    "--virtual-time-budget=5000", f"--screenshot={shot}", page.as_uri()],
+                   check=True, capture_output=True, timeout=120)
+    pixels = (matplotlib.image.imread(str(shot))[..., :3] * 255).round().astype(int)
+    for chain in ("chain1", "chain2", "chain3"):
+        rgb = np.array([int(colour_of(chain)[i : i + 2], 16) for i in (1, 3, 5)])
+        assert (np.abs(pixels - rgb).sum(axis=-1) <= 6).sum() > 50, f"{chain}'s bars are not on the page"
