@@ -65,7 +65,7 @@ def test_killing_a_worker_mid_run_changes_nothing(blobs: dt.Dataset, dask_cli_cl
 
         result = plan.run(client, progress=kill_soon)
         client.wait_for_workers(2, timeout=60)  # the nanny restarts it, for the next test
-    assert killed.is_set()
+    assert killed.is_set() and result.info["resubmitted_windows"] >= 1  # the pinned window was rerun elsewhere
     assert weights_equal(result.weights, expected)
 
 

@@ -163,6 +163,12 @@ def test_chains_stay_on_their_worker_on_a_cluster(blobs: dt.Dataset, local_clust
     assert len(chain_tasks) == len([t for w in plan.windows for t in plan.task_graph(w.index) if t.startswith("chain")])
     for r in chain_tasks:
         assert r.worker.startswith(placement[int(r.prefix[5:])] + "/"), r
+    # Weights move only at syncs: a chain task fetches at most one input from another worker,
+    # and only from a worker that ran a sync or the window's input, never another chain's task.
+    feeders = {r.worker.rsplit("/", 1)[0] for r in result.tasks if r.prefix in ("sync", "in")}
+    for r in chain_tasks:
+        assert len(r.transfers) <= 1 and set(r.transfers) <= feeders, r
+    assert any(r.transfers for r in chain_tasks)  # the snapshot does cross at syncs
     assert weights_equal(result.weights, plan.run("sync").weights)
 
 

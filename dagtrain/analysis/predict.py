@@ -90,7 +90,7 @@ def measured_durations(records: Iterable[TaskRecord], window: int) -> dict[str, 
     """Seconds each task of window ``window`` took in a run, by task name (``train-3``)."""
     out = {}
     for r in records:
-        m = re.fullmatch(r"(.+)-w(\d+)", r.key)
+        m = re.fullmatch(r"(.+?)-w(\d+)(?:-r\d+)?", r.key)
         if m and int(m.group(2)) == window:
             out[m.group(1)] = r.stop - r.start
     return out

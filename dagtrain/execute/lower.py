@@ -15,18 +15,19 @@ from dagtrain.execute.program import WindowProgram, run_task
 from dagtrain.graph.window import Window
 
 
-def dask_key(task: str, window: Window) -> str:
-    """The Dask key of fused task ``task`` in ``window``."""
-    return f"{task}-w{window.index}"
+def dask_key(task: str, window: Window, attempt: int = 0) -> str:
+    """The Dask key of fused task ``task`` in ``window`` (``-r1``... on a resubmitted window)."""
+    return f"{task}-w{window.index}" + (f"-r{attempt}" if attempt else "")
 
 
-def lower(program: WindowProgram, config: RunConfig, window: Window, state: dict[tuple[str, str], Any]) -> dict[str, Any]:
+def lower(program: WindowProgram, config: RunConfig, window: Window, state: dict[tuple[str, str], Any],
+          attempt: int = 0) -> dict[str, Any]:
     """The Dask graph of ``window``; ``state`` (the window's input values) becomes a data node."""
     position = (window.epoch, window.batch0, window.step0)
-    in_key = dask_key("in", window)
+    in_key = dask_key("in", window, attempt)
     dsk: dict[str, Any] = {in_key: DataNode(in_key, state)}
     for t in program.tasks:
-        key = dask_key(t.name, window)
-        refs = [TaskRef(dask_key(up, window)) for up in t.upstream]
+        key = dask_key(t.name, window, attempt)
+        refs = [TaskRef(dask_key(up, window, attempt)) for up in t.upstream]
         dsk[key] = Task(key, run_task, t, config, position, *refs)
     return dsk

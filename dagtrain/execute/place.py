@@ -6,9 +6,10 @@ their work (heaviest first, to the least-loaded worker), or round-robin without 
 tasks without a chain (syncs, evaluation, Sync's segments) go wherever Dask puts them.
 
 The restrictions travel as annotations of a ``HighLevelGraph`` (one layer per task), which
-the scheduler turns into ``workers=[addr], allow_other_workers=True`` for each chain task:
-a chain stays on its worker while that worker lives, and if it dies (a restarted worker
-comes back under a new address) its tasks move to a live worker instead of waiting forever.
+the scheduler turns into ``workers=[addr], allow_other_workers=False`` for each chain task
+(strict: loose restrictions let work stealing move chain tasks, measured). If a pinned
+worker dies mid-window, :func:`dagtrain.execute.run.run_pinned` resubmits the window
+pinned to the workers alive.
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ def placed_graph(dsk: dict[str, Any], placement: dict[int, str]) -> HighLevelGra
     dependencies: dict[str, set[str]] = {}
     for key, task in dsk.items():
         chain = chain_of_key(key)
-        annotations = None if chain is None else {"workers": [placement[chain]], "allow_other_workers": True}
+        annotations = None if chain is None else {"workers": [placement[chain]], "allow_other_workers": False}
         layers[key] = MaterializedLayer({key: task}, annotations=annotations)
         dependencies[key] = {d for d in getattr(task, "dependencies", ()) if d in dsk}
     return HighLevelGraph(layers, dependencies)

@@ -10,7 +10,9 @@ from typing import TYPE_CHECKING, Any
 from dagtrain.execute.checkpoint import Checkpoint, fingerprint, load_checkpoint, save_checkpoint
 from dagtrain.execute.lower import dask_key, lower
 from dagtrain.execute.place import chain_workers, placed_graph
+from dagtrain.execute.program import WindowProgram
 from dagtrain.execute.schedulers import open_scheduler
+from dagtrain.graph.window import Window
 from dagtrain.result import TrainResult
 
 if TYPE_CHECKING:
@@ -39,16 +41,25 @@ def execute(plan: Plan, scheduler: Any = None, *,
     n_train = plan.dataset.size("train")
     programs = [plan.program(w) for w in windows]  # built once per window shape, before the clock starts
     with open_scheduler(scheduler) as sched, sched.trace() as tasks:
-        placement = chain_workers(list(sched.addresses), L, plan.chain_costs()) if sched.addresses else {}
+        costs = plan.chain_costs()
+        resubmitted = 0
+        placement = chain_workers(list(sched.addresses), L, costs) if sched.addresses else {}
         start = time.perf_counter()
         for w, program in zip(windows, programs, strict=True):
             state = {}
             for layer in range(1, L + 1):
                 state[(program.input_key, f"params/L{layer}")] = params[layer - 1]
                 state[(program.input_key, f"velocity/L{layer}")] = velocity[layer - 1]
-            dsk = lower(program, cfg, w, state)
-            keys = [dask_key("out", w)] + ([dask_key("eval", w)] if program.eval_key else [])
-            results = sched.get(placed_graph(dsk, placement) if placement else dsk, keys)
+            def graph(attempt: int, program: WindowProgram = program, w: Window = w,
+                      state: dict[tuple[str, str], Any] = state) -> tuple[dict[str, Any], list[str]]:
+                keys = [dask_key("out", w, attempt)] + ([dask_key("eval", w, attempt)] if program.eval_key else [])
+                return lower(program, cfg, w, state, attempt), keys
+
+            if sched.client is not None and costs:
+                results, placement, again = run_pinned(sched.client, graph, L, costs, placement)
+                resubmitted += again
+            else:
+                results = sched.get(*graph(0))
             out = results[0]
             params = [out[(program.output_key, f"params/L{layer}")] for layer in range(1, L + 1)]
             velocity = [out[(program.output_key, f"velocity/L{layer}")] for layer in range(1, L + 1)]
@@ -74,4 +85,39 @@ def execute(plan: Plan, scheduler: Any = None, *,
     return TrainResult(weights=params, history=history, steps=done, samples=samples, wall_time=wall, tasks=tasks,
                        scheduler=sched.name, info={"workers": sched.workers, "segment_steps": plan.segment_steps,
                                                    "window_steps": plan.window_steps, "placement": placement,
+                                                   "resubmitted_windows": resubmitted,
                                                    "schedule": str(plan.schedule)})
+
+
+def run_pinned(client: Any, graph: Callable[[int], tuple[dict[str, Any], list[str]]], n_chains: int,
+               costs: dict[int, float], placement: dict[int, str], poll: float = 0.25) -> tuple[list[Any], dict[int, str], int]:
+    """Run one window on a cluster with every chain strictly pinned to its worker.
+
+    Returns the results, the placement used and how many times the window was resubmitted.
+
+    A pinned task can only run on its worker, so if that worker leaves mid-window (killed,
+    restarted under a new address) the window is cancelled and resubmitted, pinned to the
+    workers now alive. Windows are pure functions of their input state: rerunning one
+    changes no bit of the result. ``graph(attempt)`` gives the window's graph and output
+    keys; a resubmission uses fresh keys, so the cancelled attempt cannot touch it.
+    """
+    from distributed import wait
+
+    resubmits = 0
+    while True:
+        dsk, keys = graph(resubmits)
+        futures = client.get(placed_graph(dsk, placement), keys, sync=False)
+        try:
+            while True:
+                try:
+                    wait(futures, timeout=poll)  # type: ignore[no-untyped-call]
+                    return client.gather(futures), placement, resubmits
+                except TimeoutError:
+                    alive = set(client.scheduler_info(n_workers=-1).get("workers", {}))
+                    if not set(placement.values()) <= alive:
+                        break
+        finally:
+            client.cancel(futures)
+        resubmits += 1
+        client.wait_for_workers(1, timeout=60)
+        placement = chain_workers(sorted(client.scheduler_info(n_workers=-1).get("workers", {})), n_chains, costs)

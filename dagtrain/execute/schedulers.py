@@ -43,6 +43,7 @@ class Scheduler:
     workers: int
     trace: Callable[[], contextlib.AbstractContextManager[list[TaskRecord]]] = trace_local
     addresses: tuple[str, ...] = ()  # a cluster's worker addresses, where tasks can be pinned
+    client: Any = None  # the distributed.Client, when there is one
 
 
 @contextlib.contextmanager
@@ -81,7 +82,7 @@ def open_scheduler(scheduler: Any = None, *, num_workers: int | None = None) -> 
     elif hasattr(scheduler, "get") and hasattr(scheduler, "scheduler_info"):
         addresses = tuple(sorted(scheduler.scheduler_info(n_workers=-1).get("workers", {})))
         yield Scheduler("distributed", scheduler.get, len(addresses) or 1, trace=lambda: trace_distributed(scheduler),
-                        addresses=addresses)
+                        addresses=addresses, client=scheduler)
     elif callable(scheduler):
         yield Scheduler(getattr(scheduler, "__name__", "custom"), scheduler, workers)
     else:

@@ -25,6 +25,7 @@ class TaskRecord:
     start: float
     stop: float
     worker: str
+    transfers: tuple[str, ...] = ()  # on a cluster: the workers its inputs were fetched from
 
     @property
     def prefix(self) -> str:
@@ -71,5 +72,7 @@ def trace_distributed(client: Any) -> Iterator[list[TaskRecord]]:
         compute = [s for s in item.get("startstops", ()) if s.get("action") == "compute"]
         if compute:
             worker = f"{item.get('worker', '?')}/{item.get('thread', '?')}"
-            records.append(TaskRecord(str(item["key"]), compute[0]["start"] - t0, compute[0]["stop"] - t0, worker))
+            sources = tuple(s.get("source", "?") for s in item.get("startstops", ()) if s.get("action") == "transfer")
+            records.append(TaskRecord(str(item["key"]), compute[0]["start"] - t0, compute[0]["stop"] - t0, worker,
+                                      sources))
     records.sort(key=lambda r: r.start)

@@ -89,7 +89,7 @@ def sync_gaps(tasks: Sequence[TaskRecord]) -> list[float]:
     """
     intervals: dict[tuple[int, int], list[TaskRecord]] = {}
     for r in tasks:
-        m = re.fullmatch(r"chain\d+-(\d+)-w(\d+)", r.key)
+        m = re.fullmatch(r"chain\d+-(\d+)-w(\d+)(?:-r\d+)?", r.key)
         if m:
             intervals.setdefault((int(m.group(2)), int(m.group(1))), []).append(r)
     evals = [(r.start, r.stop) for r in tasks if r.prefix == "eval"]
