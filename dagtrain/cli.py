@@ -254,7 +254,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--data", help="a dataset store written by dagtrain.to_zarr (default: MNIST)")
     train.add_argument("--out", help="where to save the weights (zarr; default: in the cache directory)")
     train.add_argument("--checkpoint", help="write a checkpoint (zarr, atomically) at window ends, at syncs")
-    train.add_argument("--checkpoint-every", type=int, default=1, help="checkpoint every N windows (default 1)")
+    train.add_argument("--checkpoint-every", type=int, default=1,
+                       help="checkpoint at the first window end after every N syncs (default 1)")
     train.add_argument("--resume", help="continue from this checkpoint (same plan: same arguments)")
     train.add_argument("--schedule", choices=["sync", "layerlocal"], default="sync")
     train.add_argument("--k", type=int, default=10, help="LayerLocal's communication interval (default 10)")

@@ -239,8 +239,9 @@ class Plan:
         """Train. ``scheduler``: None/'threads' (default), 'sync', 'processes', a distributed.Client or a get function.
 
         ``progress(steps_done, total_steps, info)`` is called after every window.
-        ``checkpoint=PATH`` writes the state to a zarr store atomically after every
-        ``checkpoint_every`` windows (each window ends at a sync) and at the end;
+        ``checkpoint=PATH`` writes the state to a zarr store atomically at the first window
+        end (always a sync) after every ``checkpoint_every`` syncs, and at the end (under
+        Sync, each window end counts as one sync);
         ``resume=PATH`` continues from such a checkpoint, giving bitwise the weights of the
         uninterrupted run.
         """

@@ -40,12 +40,27 @@ def test_resume_equals_the_uninterrupted_run(blobs: dt.Dataset, tmp_path: Path, 
     with pytest.raises(CrashError):
         plan.run("threads", checkpoint=ckpt, checkpoint_every=2, progress=crash_after(45))
     saved = load_checkpoint(ckpt, plan)
-    # Windows of 10, 10, 10, 8 steps per 38-step epoch; every 2nd window saved: the last at the epoch's end.
-    assert saved.step == 38 and len(saved.history) == 1
+    # Windows of 10, 10, 10, 8 steps per 38-step epoch. Sync: a window end is one sync, so every 2nd window
+    # is saved; LayerLocal(5): 2 syncs per window, so every window. The crash comes after the window ending at 48.
+    assert saved.step == (38 if isinstance(schedule, dt.Sync) else 48) and len(saved.history) == 1
     resumed = plan.run("sync", resume=ckpt)
     assert weights_equal(resumed.weights, full.weights)
     assert [r["test_accuracy"] for r in resumed.history] == [r["test_accuracy"] for r in full.history]
     assert resumed.steps == full.steps and resumed.samples == full.samples
+
+
+def test_checkpoints_follow_the_sync_count(blobs: dt.Dataset, tmp_path: Path) -> None:
+    """LayerLocal(5) has 2 syncs per 10-step window: checkpoint_every=4 saves every 2nd window end."""
+    plan = dt.compile(MODEL, blobs, dt.LayerLocal(5, "sharded"), **KW)
+    steps = []
+
+    def record(done: int, total: int, info: dict[str, object]) -> None:
+        path = tmp_path / "c.zarr"
+        if path.exists():
+            steps.append(load_checkpoint(path).step)
+
+    plan.run("sync", checkpoint=tmp_path / "c.zarr", checkpoint_every=4, progress=record)
+    assert sorted(set(steps)) == [20, 38, 58, 76]  # syncs: 2, 4 | 6, 8 (epoch end) | 10, 12 | 14, 16 (run end)
 
 
 def test_checkpoint_refuses_another_plan(blobs: dt.Dataset, tmp_path: Path) -> None:

@@ -42,7 +42,7 @@ def execute(plan: Plan, scheduler: Any = None, *,
     programs = [plan.program(w) for w in windows]  # built once per window shape, before the clock starts
     with open_scheduler(scheduler) as sched, sched.trace() as tasks:
         costs = plan.chain_costs()
-        resubmitted = 0
+        resubmitted = syncs_since = 0
         placement = chain_workers(list(sched.addresses), L, costs) if sched.addresses else {}
         start = time.perf_counter()
         for w, program in zip(windows, programs, strict=True):
@@ -76,7 +76,12 @@ def execute(plan: Plan, scheduler: Any = None, *,
                 history.append(row)
                 info["test_accuracy"] = row["test_accuracy"]
                 epoch_losses = []
-            if checkpoint is not None and ((w.index + 1) % checkpoint_every == 0 or done == total):
+            # Syncs since the last checkpoint: a LayerLocal window holds ceil(n_steps / k) sync nodes; under
+            # Sync every window end is the only sync point. Checkpoints are taken at window ends, at the
+            # first one after checkpoint_every syncs.
+            syncs_since += sum(1 for t in program.tasks if t.name.startswith("sync-")) or 1
+            if checkpoint is not None and (syncs_since >= checkpoint_every or done == total):
+                syncs_since = 0
                 save_checkpoint(checkpoint, Checkpoint(done, params, velocity, history, epoch_losses, samples,
                                                        fingerprint(plan)))
             if progress is not None:
