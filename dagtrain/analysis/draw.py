@@ -7,11 +7,13 @@ chains; data edges are solid, control edges dashed. The file type follows the su
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 
 import networkx as nx
 
+from dagtrain.data.atomic import atomic_write
 from dagtrain.errors import ConfigError
 
 COLOURS = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:olive"]
@@ -64,9 +66,7 @@ def draw(g: nx.DiGraph, path: str | os.PathLike[str], *, title: str = "") -> Pat
     ax.set_title(title or f"one sync interval: {sub.number_of_nodes()} ops, {sub.number_of_edges()} edges", fontsize=10)
     ax.axis("off")
     fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}{out.suffix}")
-    fig.savefig(tmp, format=out.suffix[1:].lower(), dpi=100)
+    buf = io.BytesIO()
+    fig.savefig(buf, format=out.suffix[1:].lower(), dpi=100)
     plt.close(fig)
-    os.replace(tmp, out)
-    return out
+    return atomic_write(out, buf.getvalue())

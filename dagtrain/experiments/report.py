@@ -16,6 +16,7 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
+from dagtrain.data.atomic import atomic_write
 from dagtrain.experiments.sweep import SEED_ACCURACY, SweepResult
 
 COLUMNS = [  # (key, header, format)
@@ -51,15 +52,6 @@ def markdown_table(result: SweepResult) -> str:
         cells = ["" if row.get(k) is None else fmt.format(row[k]).replace("%", "") for k, _, fmt in COLUMNS]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
-
-
-def _write_atomic(path: Path, data: str | bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    if isinstance(data, str):
-        tmp.write_text(data)
-    else:
-        tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def plot(result: SweepResult) -> bytes:
@@ -115,13 +107,13 @@ def save(result: SweepResult, folder: str | os.PathLike[str], *, command: str | 
               f"{result.workers} workers on the {result.scheduler} scheduler.\n\n"
               f"Reproduce: `{command}`\n\n")
     paths = {name: out / name for name in ("table.md", "table.csv", "settings.json", "plot.png")}
-    _write_atomic(paths["table.md"], header + markdown_table(result) + "\n")
+    atomic_write(paths["table.md"], header + markdown_table(result) + "\n")
     buf = io.StringIO()
     keys = [k for k, _, _ in COLUMNS] + ["predicted_time"]
     writer = csv.DictWriter(buf, fieldnames=keys, extrasaction="ignore")
     writer.writeheader()
     writer.writerows(result.rows)
-    _write_atomic(paths["table.csv"], buf.getvalue())
-    _write_atomic(paths["settings.json"], json.dumps(settings, indent=2) + "\n")
-    _write_atomic(paths["plot.png"], plot(result))
+    atomic_write(paths["table.csv"], buf.getvalue())
+    atomic_write(paths["settings.json"], json.dumps(settings, indent=2) + "\n")
+    atomic_write(paths["plot.png"], plot(result))
     return paths

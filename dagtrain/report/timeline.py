@@ -12,6 +12,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from dagtrain.data.atomic import atomic_write
 from dagtrain.execute.trace import TaskRecord
 
 CHAIN_COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#bcbd22"]
@@ -27,17 +28,6 @@ def colour_of(prefix: str) -> str:
 
 def _rows(tasks: Sequence[TaskRecord]) -> list[str]:
     return sorted({r.worker for r in tasks})
-
-
-def _write(path: Path, data: str | bytes) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    if isinstance(data, str):
-        tmp.write_text(data)
-    else:
-        tmp.write_bytes(data)
-    os.replace(tmp, path)
-    return path
 
 
 def timeline_html(tasks: Sequence[TaskRecord], path: str | os.PathLike[str], *, title: str = "dagtrain run") -> Path:
@@ -56,7 +46,7 @@ def timeline_html(tasks: Sequence[TaskRecord], path: str | os.PathLike[str], *, 
                  x_axis_label="time (ms)", tools="xpan,xwheel_zoom,reset,save")
     fig.hbar(y="row", left="left", right="right", height=0.7, color="colour", source=source, name="tasks")
     fig.add_tools(HoverTool(tooltips=[("task", "@task"), ("ms", "@ms{0.00}"), ("worker", "@row")]))
-    return _write(Path(path), file_html(fig, INLINE, title))
+    return atomic_write(path, file_html(fig, INLINE, title))
 
 
 def timeline_png(tasks: Sequence[TaskRecord], path: str | os.PathLike[str], *, title: str = "dagtrain run") -> Path:
@@ -85,4 +75,4 @@ def timeline_png(tasks: Sequence[TaskRecord], path: str | os.PathLike[str], *, t
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100)
     plt.close(fig)
-    return _write(Path(path), buf.getvalue())
+    return atomic_write(path, buf.getvalue())
