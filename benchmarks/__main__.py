@@ -1,12 +1,14 @@
 """Run the whole benchmark suite: ``python -m benchmarks``. Each part prints its own table.
 
 Parts: kernels (the machine's ceiling), overhead (numpy loop vs Sync on each scheduler),
-parallel (LayerLocal on 1 and 2 workers), scale (compile cost per node). Pass ``--quick``
-for fewer rounds and smaller graphs.
+peer (PyTorch on the CPU; skipped without the ``bench`` extra), parallel (LayerLocal on
+1 and 2 workers), scale (compile cost per node). Pass ``--quick`` for fewer rounds and
+smaller graphs.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
 
@@ -17,10 +19,14 @@ def main() -> None:
     parts = [
         ["benchmarks.kernels", "--repeats", "3" if quick else "7"],
         ["benchmarks.overhead", "--rounds", "2" if quick else "7"],
+        ["benchmarks.peer", "--rounds", "2" if quick else "5"],
         ["benchmarks.parallel", "--rounds", "1" if quick else "3"],
         ["benchmarks.scale", "--max-nodes", "100000" if quick else "1000000"],
     ]
     for part in parts:
+        if part[0] == "benchmarks.peer" and importlib.util.find_spec("torch") is None:
+            print("\n(benchmarks.peer skipped: PyTorch is not installed; pip install -e .[bench])")
+            continue
         print(f"\n$ python -m {' '.join(part)}", flush=True)
         subprocess.run([sys.executable, "-m", *part], check=True)
 

@@ -235,7 +235,7 @@ class Plan:
 
     def run(self, scheduler: Any = None, *, progress: Callable[[int, int, dict[str, Any]], None] | None = None,
             checkpoint: str | os.PathLike[str] | None = None, checkpoint_every: int = 1,
-            resume: str | os.PathLike[str] | None = None) -> TrainResult:
+            resume: str | os.PathLike[str] | None = None, blas_threads: int = 1) -> TrainResult:
         """Train. ``scheduler``: None/'threads' (default), 'sync', 'processes', a distributed.Client or a get function.
 
         ``progress(steps_done, total_steps, info)`` is called after every window.
@@ -244,12 +244,15 @@ class Plan:
         Sync, each window end counts as one sync);
         ``resume=PATH`` continues from such a checkpoint, giving bitwise the weights of the
         uninterrupted run.
+        ``blas_threads``: BLAS threads per local worker (1: the same bits on every
+        scheduler; 2 speeds up Sync on an idle 2-core machine and equals
+        ``train_reference(..., blas_threads=2)``).
         """
         from dagtrain.execute.run import execute
 
         _positive_int("checkpoint_every", checkpoint_every, "5")
         return execute(self, scheduler, progress=progress, checkpoint=checkpoint, checkpoint_every=checkpoint_every,
-                       resume=resume)
+                       resume=resume, blas_threads=blas_threads)
 
     def _build(self, window: Window) -> nx.DiGraph:
         return self.schedule.build(self.model, window, self.config.batch_size,

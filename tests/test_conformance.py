@@ -6,13 +6,15 @@ batch order, BLAS on one thread), so none of them can drift.
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 import dagtrain as dt
 from dagtrain.reference import train_reference
-from tests.conftest import weights_equal
+from tests.conftest import make_blobs, weights_equal
 
 SCHEDULERS = ["sync", "threads", "processes", pytest.param("distributed", marks=pytest.mark.cluster)]
 CASES = {
@@ -67,3 +69,22 @@ def test_layerlocal_is_deterministic(scheduler: Any, schedule: dt.LayerLocal, bl
     expected = (train_reference(model, blobs, **kw) if schedule.k == 1
                 else dt.compile(model, blobs, schedule, **kw).run("sync").weights)
     assert weights_equal(dt.compile(model, blobs, schedule, **kw).run(scheduler).weights, expected)
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="needs 2 cores for 2 BLAS threads")
+@pytest.mark.parametrize("scheduler", ["sync", "threads"])
+def test_blas_threads_reach_every_task(scheduler: str, tmp_path: Path) -> None:
+    """``blas_threads=2`` changes the bits (BLAS splits the sums), and equals the loop run with 2 threads."""
+    x, y = make_blobs(1024, 784, 10, seed=3)  # the MNIST model's shapes: BLAS splits them
+    data = dt.to_zarr(x, y, tmp_path / "wide.zarr", 128)
+    model = dt.MLP([784, 256, 256, 10], seed=1)
+    kw = {"batch_size": 128, "epochs": 1, "lr": 0.05}
+    one, two = (train_reference(model, data, **kw, blas_threads=n) for n in (1, 2))
+    assert not weights_equal(one, two), "these shapes must be large enough for BLAS to split them"
+    assert weights_equal(dt.compile(model, data, **kw).run(scheduler, blas_threads=2).weights, two)
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, True, "2"])
+def test_blas_threads_must_be_a_positive_integer(bad: Any, blobs: dt.Dataset) -> None:
+    with pytest.raises(dt.ConfigError, match="blas_threads must be a positive integer"):
+        dt.compile(dt.MLP([12, 3]), blobs).run("sync", blas_threads=bad)

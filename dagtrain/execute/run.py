@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 def execute(plan: Plan, scheduler: Any = None, *,
             progress: Callable[[int, int, dict[str, Any]], None] | None = None,
             checkpoint: str | os.PathLike[str] | None = None, checkpoint_every: int = 1,
-            resume: str | os.PathLike[str] | None = None) -> TrainResult:
+            resume: str | os.PathLike[str] | None = None, blas_threads: int = 1) -> TrainResult:
     """Train ``plan`` on ``scheduler``; see :meth:`dagtrain.plan.Plan.run`."""
     model, cfg = plan.model, plan.config
     L = model.n_layers
@@ -40,7 +40,7 @@ def execute(plan: Plan, scheduler: Any = None, *,
         windows = [w for w in windows if w.step0 >= saved.step]
     n_train = plan.dataset.size("train")
     programs = [plan.program(w) for w in windows]  # built once per window shape, before the clock starts
-    with open_scheduler(scheduler) as sched, sched.trace() as tasks:
+    with open_scheduler(scheduler, blas_threads=blas_threads) as sched, sched.trace() as tasks:
         costs = plan.chain_costs()
         resubmitted = syncs_since = 0
         placement = chain_workers(list(sched.addresses), L, costs) if sched.addresses else {}

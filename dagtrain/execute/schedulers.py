@@ -1,8 +1,11 @@
 """Pick the Dask scheduler a plan runs on: by name, a ``distributed.Client``, or a get function.
 
-BLAS is pinned to one thread per worker while a plan runs (measured on these machines: a
-second BLAS thread adds little at the MLP's sizes and loses badly when the machine is
-busy); parallelism comes from concurrent tasks instead.
+BLAS is pinned to ``blas_threads`` threads per worker while a plan runs, one by default.
+One thread keeps results bitwise equal on every scheduler (a second BLAS thread splits
+the sums differently) and leaves the cores to concurrent tasks, where LayerLocal's
+parallelism comes from. A schedule with one chain (Sync) has no concurrent math to give
+the cores to: there ``blas_threads=2`` runs the 784-256-256-10 loop 1.5x faster on an idle
+2-core machine (``python -m benchmarks.peer``), and it loses when the machine is busy.
 
 On the threaded scheduler the interpreter's GIL switch interval is lowered from 5 ms to
 1 ms for the run. Concurrent layer chains alternate short Python glue with BLAS calls
@@ -56,28 +59,33 @@ def _switch_interval(seconds: float) -> Iterator[None]:
         sys.setswitchinterval(old)
 
 
-def _pin_blas() -> None:
-    threadpool_limits(limits=1, user_api="blas")
+def _pin_blas(threads: int) -> None:
+    threadpool_limits(limits=threads, user_api="blas")
 
 
 @contextlib.contextmanager
-def open_scheduler(scheduler: Any = None, *, num_workers: int | None = None) -> Iterator[Scheduler]:
+def open_scheduler(scheduler: Any = None, *, num_workers: int | None = None,
+                   blas_threads: int = 1) -> Iterator[Scheduler]:
     """Resolve ``scheduler`` for the length of a run (pools opened here are closed after).
 
     ``None`` or ``"threads"``: dask's threaded scheduler (the default). ``"sync"``: the
     synchronous scheduler, for debugging. ``"processes"``: a process pool. A
-    ``distributed.Client``: its cluster. Any other callable: used as a Dask get function.
+    ``distributed.Client``: its cluster (whose workers keep their own BLAS settings). Any
+    other callable: used as a Dask get function. ``blas_threads``: BLAS threads per worker.
     """
+    if isinstance(blas_threads, bool) or not isinstance(blas_threads, int) or blas_threads < 1:
+        raise ConfigError(f"blas_threads must be a positive integer, got {blas_threads!r}; 1 (the default) "
+                          "gives the same bits on every scheduler")
     workers = num_workers or multiprocessing.cpu_count()
     if scheduler is None or scheduler in ("threads", "threading"):
-        with threadpool_limits(limits=1, user_api="blas"), _switch_interval(0.001):
+        with threadpool_limits(limits=blas_threads, user_api="blas"), _switch_interval(0.001):
             yield Scheduler("threads", lambda dsk, keys: dask.threaded.get(dsk, keys, num_workers=workers), workers)
     elif scheduler in ("sync", "synchronous", "single-threaded"):
-        with threadpool_limits(limits=1, user_api="blas"):
+        with threadpool_limits(limits=blas_threads, user_api="blas"):
             yield Scheduler("sync", dask.local.get_sync, 1)
     elif scheduler == "processes":
         ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_pin_blas) as pool:
+        with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_pin_blas, initargs=(blas_threads,)) as pool:
             yield Scheduler("processes", lambda dsk, keys: dask.multiprocessing.get(dsk, keys, pool=pool), workers)
     elif hasattr(scheduler, "get") and hasattr(scheduler, "scheduler_info"):
         addresses = tuple(sorted(scheduler.scheduler_info(n_workers=-1).get("workers", {})))
