@@ -1,56 +1,128 @@
-"""LayerLocal on 1 and 2 workers against Sync on 1, with the seed's formula and the cost model's prediction.
+"""LayerLocal on 1 and 2 workers against the numpy loop and Sync, with the seed's formula and the cost model.
 
-    python -m benchmarks.parallel [--rounds 3] [--intervals 1,10,100]
+    python -m benchmarks.parallel [--rounds 3] [--intervals 1,10,100] [--plot docs/performance-parallel.png]
 
 784-256-256-256-10 relu, batch 128, lr 0.05, one epoch of real MNIST. One worker is the
-synchronous scheduler, two workers the threaded scheduler with two threads. Each figure
-is a median over rounds; each speed-up is taken within a round against that round's Sync.
+synchronous scheduler, two workers the threaded scheduler with two threads (BLAS on one
+thread each). Each figure is a median over rounds; each ratio is taken within a round,
+against that round's numpy loop and that round's Sync on one worker.
+
+"formula" is the seed's predicted speed-up over Sync, ``T_seq / (T_seq / min(L, W) + syncs * t_sync)``
+with ``T_seq`` this round's Sync time and ``t_sync`` the run's measured sync gaps; "cost
+model" is ``plan.analyze(workers=W).predicted_seconds``, fixed before anything runs.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import statistics
+import time
+from pathlib import Path
 from typing import Any
 
 import dagtrain as dt
 from benchmarks.common import machine_line
+from dagtrain.data.atomic import atomic_write
+from dagtrain.data.batches import BATCHES
 from dagtrain.experiments.sweep import sync_gaps
+from dagtrain.reference import train_reference
+
+Row = tuple[float, float, float, float, float]  # wall s, speed-ups over the loop, over Sync-1, formula's; chain GFLOP/s
 
 
 def main() -> None:
-    """Run the rounds and print the table."""
+    """Run the rounds, print the table and draw the plot."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--intervals", default="1,10,100")
+    parser.add_argument("--plot", type=Path, default=None, help="write a PNG of samples/s per contender here")
     args = parser.parse_args()
     data = dt.datasets.mnist()
+    arrays = data.read_split("train")
     model = dt.MLP([784, 256, 256, 256, 10], seed=0)
     kw: dict[str, Any] = {"batch_size": 128, "epochs": 1, "lr": 0.05}
     sync = dt.compile(model, data, **kw)
-    runs = [(dt.LayerLocal(int(k), mode), workers) for mode in ("sharded", "shared")
-            for k in args.intervals.split(",") for workers in (1, 2)]
+    runs: list[tuple[dt.Schedule, int]] = [(dt.Sync(), 2)]
+    runs += [(dt.LayerLocal(int(k), mode), workers) for mode in ("sharded", "shared")
+             for k in args.intervals.split(",") for workers in (1, 2)]
     plans = {s: dt.compile(model, data, s, **kw) for s, _ in runs}
     predicted = {(s, w): plans[s].analyze(workers=w).predicted_seconds for s, w in runs}
-    rows: dict[tuple[dt.LayerLocal, int], list[tuple[float, float, float]]] = {r: [] for r in runs}
-    sync.run("sync")  # warm-up
+    predicted[(dt.Sync(), 1)] = sync.analyze(workers=1).predicted_seconds
+    rows: dict[tuple[dt.Schedule, int], list[Row]] = {(dt.Sync(), 1): [], **{r: [] for r in runs}}
+    loop: list[float] = []
+
+    def numpy_loop() -> float:
+        t = time.perf_counter()
+        train_reference(model, data, **kw, arrays=arrays)
+        return time.perf_counter() - t
+
+    def run(plan: dt.Plan, workers: int) -> dt.TrainResult:
+        BATCHES.clear()
+        return plan.run("sync" if workers == 1 else "threads")
+
+    def chain_gflops(plan: dt.Plan, result: dt.TrainResult) -> float:
+        """Sustained GFLOP/s of one worker inside the fused chain tasks (their loads and glue included)."""
+        flops = sum(sum(plan.chain_costs(w).values()) for w in range(len(plan.windows)))
+        seconds = sum(r.stop - r.start for r in result.tasks if r.prefix.startswith("chain"))
+        return flops / seconds / 1e9 if seconds else float("nan")
+
+    numpy_loop(), run(sync, 1)  # warm-up
     for _ in range(args.rounds):
-        t_seq = sync.run("sync").wall_time
+        t_loop = numpy_loop()
+        t_seq = run(sync, 1).wall_time
+        loop.append(t_loop)
+        rows[(dt.Sync(), 1)].append((t_seq, t_loop / t_seq, 1.0, 1.0, float("nan")))
         for s, workers in runs:
-            result = plans[s].run("sync" if workers == 1 else "threads")
+            result = run(plans[s], workers)
             gaps = sync_gaps(result.tasks)
             syncs = sum(1 for r in result.tasks if r.prefix == "sync")
-            formula = t_seq / min(model.n_layers, workers) + syncs * (statistics.mean(gaps) if gaps else 0.0)
-            rows[(s, workers)].append((result.wall_time, t_seq / result.wall_time, t_seq / formula))
-    print(f"# LayerLocal parallel speed-up, {args.rounds} rounds\n\n{machine_line()}\n")
-    print("| schedule | workers | median wall s | speed-up over Sync, 1 worker | seed's formula | "
-          "cost model predicts s | measured / cost model |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+            chains = model.n_layers if isinstance(s, dt.LayerLocal) else 1
+            formula = t_seq / min(chains, workers) + syncs * (statistics.mean(gaps) if gaps else 0.0)
+            rows[(s, workers)].append((result.wall_time, t_loop / result.wall_time, t_seq / result.wall_time, t_seq / formula,
+                                       chain_gflops(plans[s], result)))
+    samples = data.size("train")
+    print(f"# Parallel speed-up, {args.rounds} rounds\n\n{machine_line()}\n")
+    print(f"numpy loop (1 core): median {samples / statistics.median(loop):,.0f} samples/s\n")
+    print("| schedule | workers | median samples/s | speed-up over numpy loop | over Sync, 1 worker | "
+          "seed's formula | cost model predicts s | measured / cost model | chain GFLOP/s per worker |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    medians: dict[str, float] = {"numpy loop, 1": samples / statistics.median(loop)}
     for (s, workers), values in rows.items():
         wall = statistics.median(v[0] for v in values)
-        print(f"| {s} | {workers} | {wall:.3f} | {statistics.median(v[1] for v in values):.2f}x | "
-              f"{statistics.median(v[2] for v in values):.2f}x | {predicted[(s, workers)]:.3f} | "
-              f"{wall / predicted[(s, workers)]:.2f} |", flush=True)
+        medians[f"{s}, {workers}"] = samples / wall
+        print(f"| {s} | {workers} | {samples / wall:,.0f} | {statistics.median(v[1] for v in values):.2f}x | "
+              f"{statistics.median(v[2] for v in values):.2f}x | {statistics.median(v[3] for v in values):.2f}x | "
+              f"{predicted[(s, workers)]:.3f} | {wall / predicted[(s, workers)]:.2f} | "
+              f"{statistics.median(v[4] for v in values):.1f} |".replace("nan", "-"), flush=True)
+    if args.plot is not None:
+        plot(medians, args.plot)
+        print(f"\nplot: {args.plot}")
+
+
+def plot(medians: dict[str, float], path: Path) -> None:
+    """Horizontal bars of median samples/s, one per contender and worker count, the loop as a line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(medians)
+    fig, ax = plt.subplots(figsize=(8, 0.35 * len(names) + 1.2))
+    colors = ["0.5" if n.startswith(("numpy", "Sync")) else "tab:blue" if n.endswith(", 2") else "tab:cyan" for n in names]
+    ax.barh(range(len(names)), [medians[n] for n in names], color=colors)
+    ax.axvline(medians["numpy loop, 1"], color="k", lw=0.8, ls="--")
+    labels = [n.replace("LayerLocal", "LL").replace(", data=", " ").replace(", 1", ", 1 worker").replace(", 2", ", 2 workers")
+              for n in names]
+    ax.set_yticks(range(len(names)), labels, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("samples/s (median; dashed: numpy loop on 1 core)")
+    ax.set_title("784-256x3-10, batch 128, one MNIST epoch, 2-core machine")
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, dpi=110, format="png")
+    atomic_write(path, buffer.getvalue())
+    plt.close(fig)
 
 
 if __name__ == "__main__":

@@ -120,7 +120,7 @@ def test_epoch_order_is_a_seeded_permutation() -> None:
 
 
 def test_batches_follow_epoch_order_across_pool_and_chunk_edges(tmp_path: Path) -> None:
-    """Batches come from cached shuffled pools; any batch size, edges included, equals order[lo:hi]."""
+    """Batches are gathered from cached pools; any batch size, edges included, equals order[lo:hi]."""
     x, y = make_blobs(9000, 3, 4, seed=0)
     ds = dt.to_zarr(x, y, tmp_path / "d.zarr", 100)  # pools of 40 chunks: 4000, 4000, 1000 samples
     reader = BatchReader(max_bytes=100_000)  # small: pools are evicted and rebuilt

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -155,18 +155,32 @@ def _raw_chunk_file(array: Any, chunk: int) -> Path | None:
     return Path(str(store.root)) / str(array.store_path.path) / str(key)
 
 
-def _read_rows(array: Any, chunk: int, lo: int, hi: int) -> Array:
-    """Rows lo:hi of ``array`` (exactly chunk ``chunk``), by the raw file when possible."""
+def _read_rows(array: Any, chunk: int, lo: int, hi: int, out: Array | None = None) -> Array:
+    """Rows lo:hi of ``array`` (exactly chunk ``chunk``), by the raw file when possible.
+
+    ``out``: a C-contiguous array of the rows' shape to read into (the file's bytes go
+    straight there), else a new array.
+    """
     path = _raw_chunk_file(array, chunk)
-    if path is None:
-        return np.asarray(array[lo:hi])
     shape = (array.chunks[0], *array.shape[1:])
-    if not path.exists():  # a missing chunk reads as the fill value, as zarr would
-        return np.full((hi - lo, *shape[1:]), array.fill_value, dtype=array.dtype)
-    flat = np.fromfile(path, dtype=array.dtype)
-    if flat.size != int(np.prod(shape)):
-        raise ValueError(f"chunk file {path} holds {flat.size} values, expected {int(np.prod(shape))}")
-    return flat.reshape(shape)[: hi - lo]
+    if path is None:
+        rows = np.asarray(array[lo:hi])
+    elif not path.exists():  # a missing chunk reads as the fill value, as zarr would
+        rows = np.full((hi - lo, *shape[1:]), array.fill_value, dtype=array.dtype)
+    elif out is not None and path.stat().st_size == int(np.prod(shape)) * array.dtype.itemsize:
+        with open(path, "rb") as f:  # only the chunk's first hi - lo rows: a last chunk is padded
+            if f.readinto(out.data.cast("B")) != out.nbytes:  # out is C-contiguous: its buffer is its rows
+                raise ValueError(f"chunk file {path} ended early")
+        return out
+    else:
+        flat = np.fromfile(path, dtype=array.dtype)
+        if flat.size != int(np.prod(shape)):
+            raise ValueError(f"chunk file {path} holds {flat.size} values, expected {int(np.prod(shape))}")
+        rows = flat.reshape(shape)[: hi - lo]
+    if out is None:
+        return rows
+    out[...] = rows
+    return out
 
 
 @dataclass(frozen=True)
@@ -197,22 +211,34 @@ class Dataset:
 
     def read_chunk(self, split: str, chunk: int) -> tuple[Array, Array]:
         """Read chunk ``chunk`` of ``split``: (x float32, y int32); checks it is whole."""
-        lo = chunk * self.chunk_size
-        hi = min(lo + self.chunk_size, self.size(split))
-        where = f"store {self.path}, split {split!r}, chunk {chunk} (samples {lo}:{hi})"
-        try:
-            xa, ya = _open_arrays(self.path, split)
-            x, y = _read_rows(xa, chunk, lo, hi), _read_rows(ya, chunk, lo, hi)
-        except Exception as exc:  # zarr raises many kinds; all mean the same thing here
-            raise CorruptStoreError(f"cannot read {where}: {exc}; rewrite the store") from exc
-        if (y < 0).any() or np.isnan(x[:, 0]).any():
-            raise CorruptStoreError(f"{where} is missing or truncated; rewrite the store")
+        return self.read_chunks(split, [chunk])
+
+    def read_chunks(self, split: str, chunks: Sequence[int]) -> tuple[Array, Array]:
+        """Read ``chunks`` of ``split`` into one (x, y), in the order given; checks each is whole."""
+        sizes = [min((c + 1) * self.chunk_size, self.size(split)) - c * self.chunk_size for c in chunks]
+        x = np.empty((sum(sizes), self.n_features), dtype=np.float32)
+        y = np.empty(sum(sizes), dtype=np.int32)
+        at = 0
+        for chunk, size in zip(chunks, sizes, strict=True):
+            lo, hi = chunk * self.chunk_size, chunk * self.chunk_size + size
+            where = f"store {self.path}, split {split!r}, chunk {chunk} (samples {lo}:{hi})"
+            if not 0 <= chunk < self.n_chunks(split):
+                raise IndexError(f"{where} does not exist; {split!r} has chunks 0..{self.n_chunks(split) - 1}")
+            xs, ys = x[at : at + size], y[at : at + size]
+            try:
+                xa, ya = _open_arrays(self.path, split)
+                _read_rows(xa, chunk, lo, hi, out=xs)
+                _read_rows(ya, chunk, lo, hi, out=ys)
+            except Exception as exc:  # zarr raises many kinds; all mean the same thing here
+                raise CorruptStoreError(f"cannot read {where}: {exc}; rewrite the store") from exc
+            if (ys < 0).any() or np.isnan(xs[:, 0]).any():
+                raise CorruptStoreError(f"{where} is missing or truncated; rewrite the store")
+            at += size
         return x, y
 
     def read_split(self, split: str) -> tuple[Array, Array]:
         """Read a whole split into memory, chunk by chunk (with the same checks)."""
-        parts = [self.read_chunk(split, c) for c in range(self.n_chunks(split))]
-        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+        return self.read_chunks(split, range(self.n_chunks(split)))
 
 
 def open_dataset(path: str | os.PathLike[str]) -> Dataset:
