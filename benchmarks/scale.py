@@ -7,7 +7,9 @@ batch 1) is built through every pass (each validated), analysed (work, critical 
 width), fused into tasks and compiled into programs; the table gives seconds per 10^5
 nodes for each stage, so a quadratic step shows as a growing column. Then the whole
 first epoch of MNIST at batch 1 (50,000 steps) is compiled and analysed window by window,
-with its peak memory.
+with its peak memory. Last, memory over training: Sync and LayerLocal(10, sharded) train
+784-256-256-10 for ``--epochs`` epochs on the threaded scheduler, and the process's
+resident memory is read at every epoch end; flat means nothing accumulates.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ def main() -> None:
     """Print the per-node cost table and the whole-epoch figures."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--max-nodes", type=int, default=1_000_000)
+    parser.add_argument("--epochs", type=int, default=5)
     args = parser.parse_args()
     print(f"# Compile cost per node\n\n{machine_line()}\n")
     print("| nodes | build + validate (s per 10^5 nodes) | analyse | fuse | compile programs | total s |")
@@ -67,6 +70,27 @@ def main() -> None:
           f"{plan.window_steps} steps, analysed per window shape in {seconds:.1f} s "
           f"({analysis.work_flops / 1e9:.1f} GFLOP of work, {analysis.syncs:,} syncs); "
           f"peak memory of this process {peak_mb:,.0f} MB")
+    print(f"\n## Resident memory at each epoch end, MB ({args.epochs} epochs, threaded scheduler)\n")
+    print("| schedule | " + " | ".join(f"epoch {e}" for e in range(1, args.epochs + 1)) + " | last / first |")
+    print("|---|" + "---:|" * (args.epochs + 1))
+    model = dt.MLP([784, 256, 256, 10], seed=0)
+    for schedule in (dt.Sync(), dt.LayerLocal(10, "sharded")):
+        trained = dt.compile(model, data, schedule, batch_size=128, epochs=args.epochs, lr=0.05)
+        per_epoch = trained.total_steps // args.epochs
+        rss: list[float] = []
+
+        def record(done: int, total: int, info: dict[str, object], rss: list[float] = rss, every: int = per_epoch) -> None:
+            if done % every == 0:
+                rss.append(resident_mb())
+
+        trained.run("threads", progress=record)
+        print(f"| {schedule} | " + " | ".join(f"{m:,.0f}" for m in rss) + f" | {rss[-1] / rss[0]:.2f} |", flush=True)
+
+
+def resident_mb() -> float:
+    """This process's resident memory now (not its peak), from /proc."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize() / 2**20
 
 
 if __name__ == "__main__":
