@@ -111,7 +111,7 @@ class Plan:
         if syncs:
             t_seq = replace(self, schedule=Sync(), _programs={})._predict(1, cost, None)[0]
             t_sync = 2 * cost.overhead
-            formula = t_seq / min(self.model.n_layers, workers) + syncs * t_sync
+            formula = t_seq / min(self.schedule.n_chains(self.model), workers) + syncs * t_sync
         widths = [len(gen) for gen in nx.topological_generations(self.graph(0))]
         return Analysis(str(self.schedule), workers, stats.work, stats.span, widths, predicted, formula, t_sync, syncs,
                         len(self.windows), result is not None, span_seconds)

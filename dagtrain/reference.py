@@ -15,9 +15,10 @@ from threadpoolctl import threadpool_limits
 
 from dagtrain.data.order import epoch_order, steps_per_epoch
 from dagtrain.data.store import Dataset
-from dagtrain.model.functional import Params, dense_backward, dense_forward, loss_and_grad, sgd_update
+from dagtrain.model.functional import Params, average_params, dense_backward, dense_forward, loss_and_grad, sgd_update
 from dagtrain.model.mlp import MLP
 from dagtrain.schedules.layerlocal import LayerLocal
+from dagtrain.schedules.localsgd import LocalSGD
 
 
 def train_reference(
@@ -122,6 +123,58 @@ def train_reference_layerlocal(
                 end = min(epoch * per_epoch + min(a + schedule.k, per_epoch), total)
                 if on_sync is not None:
                     on_sync(end, params)
+                if end >= total:
+                    return params
+        return params
+
+
+def train_reference_localsgd(
+    model: MLP,
+    data: Dataset,
+    schedule: LocalSGD,
+    *,
+    batch_size: int = 128,
+    epochs: int = 1,
+    lr: float = 0.05,
+    momentum: float = 0.0,
+    max_steps: int | None = None,
+    seed: int | None = None,
+) -> list[Params]:
+    """LocalSGD as a plain loop: copy the model to R replicas, train each on its batches, average every k steps.
+
+    Intervals of ``schedule.k`` steps restart each epoch; step ``s`` trains replica ``s mod R``.
+    """
+    with threadpool_limits(limits=1, user_api="blas"):
+        x_all, y_all = data.read_split("train")
+        seed = model.seed if seed is None else seed
+        n, L, R = len(y_all), model.n_layers, schedule.replicas
+        params = model.init_params()
+        velocity: list[Params | None] = [None] * L
+        acts = [model.layer_activation(layer) for layer in range(1, L + 1)]
+        per_epoch = steps_per_epoch(n, batch_size)
+        total = epochs * per_epoch if max_steps is None else min(max_steps, epochs * per_epoch)
+        for epoch in range(epochs):
+            order = epoch_order(n, data.chunk_size, seed, epoch)
+            for a in range(0, per_epoch, schedule.k):
+                replicas = [(list(params), list(velocity)) for _ in range(R)]
+                end = min(epoch * per_epoch + min(a + schedule.k, per_epoch), total)
+                for step in range(epoch * per_epoch + a, end):
+                    b = step - epoch * per_epoch
+                    p, v = replicas[schedule.replica_of(step) - 1]
+                    idx = order[b * batch_size : (b + 1) * batch_size]
+                    act, caches = x_all[idx], []
+                    for w, f in zip(p, acts, strict=True):
+                        act, cache = dense_forward(w, act, f)
+                        caches.append(cache)
+                    _, grad = loss_and_grad(act, y_all[idx], model.loss)
+                    for i in range(L - 1, -1, -1):
+                        grads, grad_in = dense_backward(p[i], caches[i], grad, acts[i], need_input_grad=i > 0)
+                        if grad_in is not None:
+                            grad = grad_in
+                        p[i], v[i] = sgd_update(p[i], v[i], grads, lr, momentum)
+                averaged = [average_params([r[0][i] for r in replicas]) for i in range(L)]
+                params = [q for q in averaged if q is not None]
+                velocity = [average_params([r[1][i] for r in replicas]) for i in range(L)]
                 if end >= total:
                     return params
         return params

@@ -60,13 +60,13 @@ def test_training_learns_and_records_history(scheduler: Any, blobs: dt.Dataset) 
     assert all(0 <= r.start <= r.stop <= result.wall_time + 1 for r in result.tasks)
 
 
-@pytest.mark.parametrize("schedule", [dt.LayerLocal(1, "shared"), dt.LayerLocal(4, "shared"), dt.LayerLocal(5, "sharded")],
-                         ids=str)
-def test_layerlocal_is_deterministic(scheduler: Any, schedule: dt.LayerLocal, blobs: dt.Dataset) -> None:
+@pytest.mark.parametrize("schedule", [dt.LayerLocal(1, "shared"), dt.LayerLocal(4, "shared"), dt.LayerLocal(5, "sharded"),
+                                      dt.LocalSGD(6, 2)], ids=str)
+def test_concurrent_schedules_are_deterministic(scheduler: Any, schedule: dt.Schedule, blobs: dt.Dataset) -> None:
     """Chains run concurrently, yet the weights never depend on thread or worker timing."""
     model = dt.MLP([12, 16, 8, 3], seed=2)
     kw = {"batch_size": 16, "epochs": 2, "lr": 0.1, "momentum": 0.9}
-    expected = (train_reference(model, blobs, **kw) if schedule.k == 1
+    expected = (train_reference(model, blobs, **kw) if schedule == dt.LayerLocal(1, "shared")
                 else dt.compile(model, blobs, schedule, **kw).run("sync").weights)
     assert weights_equal(dt.compile(model, blobs, schedule, **kw).run(scheduler).weights, expected)
 

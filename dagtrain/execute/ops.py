@@ -15,7 +15,7 @@ import numpy as np
 
 from dagtrain.data.batches import BATCHES
 from dagtrain.data.store import Dataset
-from dagtrain.model.functional import Params, dense_backward, dense_forward, loss_and_grad, sgd_update
+from dagtrain.model.functional import Params, average_params, dense_backward, dense_forward, loss_and_grad, sgd_update
 from dagtrain.model.mlp import MLP
 
 
@@ -133,8 +133,21 @@ def op_eval(ctx: OpContext, node: dict[str, Any], inputs: Inputs) -> Outputs:
 
 
 def op_sync(ctx: OpContext, node: dict[str, Any], inputs: Inputs) -> Outputs:
-    """Merge every chain's latest weights into the snapshot the next interval reads (no copy: arrays are immutable)."""
-    return {port.replace("params/", "snapshot/"): value for port, value in inputs.items()}
+    """Merge the chains' latest weights into the snapshot the next interval reads.
+
+    A port per layer (``params/L2``) is passed on as it is (no copy: arrays are immutable).
+    Ports per replica (``params/L2/r1``, ``velocity/L2/r1``, ...) are averaged over the replicas.
+    """
+    groups: dict[str, list[Any]] = {}
+    for port in sorted(inputs, key=_replica_order):
+        groups.setdefault(port.rsplit("/r", 1)[0] if port.count("/") == 2 else port, []).append(inputs[port])
+    return {name.replace("params/", "snapshot/"): values[0] if len(values) == 1 else average_params(values)
+            for name, values in groups.items()}
+
+
+def _replica_order(port: str) -> tuple[str, int]:
+    base, _, replica = port.rpartition("/r") if port.count("/") == 2 else (port, "", "0")
+    return base, int(replica)
 
 
 def op_output(ctx: OpContext, node: dict[str, Any], inputs: Inputs) -> Outputs:

@@ -43,7 +43,8 @@ def execute(plan: Plan, scheduler: Any = None, *,
     with open_scheduler(scheduler, blas_threads=blas_threads) as sched, sched.trace() as tasks:
         costs = plan.chain_costs()
         resubmitted = syncs_since = 0
-        placement = chain_workers(list(sched.addresses), L, costs) if sched.addresses else {}
+        chains = plan.schedule.n_chains(model)
+        placement = chain_workers(list(sched.addresses), chains, costs) if sched.addresses else {}
         start = time.perf_counter()
         for w, program in zip(windows, programs, strict=True):
             state = {}
@@ -56,7 +57,7 @@ def execute(plan: Plan, scheduler: Any = None, *,
                 return lower(program, cfg, w, state, attempt), keys
 
             if sched.client is not None and costs:
-                results, placement, again = run_pinned(sched.client, graph, L, costs, placement)
+                results, placement, again = run_pinned(sched.client, graph, chains, costs, placement)
                 resubmitted += again
             else:
                 results = sched.get(*graph(0))

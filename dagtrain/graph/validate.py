@@ -11,6 +11,8 @@ Each violation is collected; one :class:`GraphError` lists them all, numbered by
    joins the ops of two different chains: between syncs they share nothing.
 7. Every sync reads every layer, and each from that layer's last update before the sync
    (or, if the layer did not change since, from the previous sync or the window's input).
+   A sync that averages replicas (attribute ``replicas``) reads each layer from each
+   replica, each from that replica's last update of the layer.
 """
 
 from __future__ import annotations
@@ -90,20 +92,29 @@ def _check_syncs(g: nx.DiGraph, feeders: dict[str, dict[str, list[str]]]) -> lis
             updates.setdefault(d["layer"], []).append((d["step"], key))
     for found in updates.values():
         found.sort()
+    by_replica: dict[tuple[int, int], list[tuple[int, str]]] = {}
+    for layer, found in updates.items():
+        for step, key in found:
+            by_replica.setdefault((layer, g.nodes[key].get("chain")), []).append((step, key))
     problems = []
     for step, sync in sorted(syncs):
+        replicas = g.nodes[sync].get("replicas")
         for layer in range(1, n_layers + 1):
-            fed = feeders[sync].get(f"params/L{layer}")
-            if not fed:
-                problems.append(f"rule 7 (syncs): {sync} does not read layer {layer}")
-                continue
-            found = updates.get(layer, [])
-            i = bisect.bisect_left(found, (step, ""))  # updates before the sync: found[:i]
-            last = found[i - 1] if i else None
-            src = g.nodes[fed[0]]
-            stale = (last is not None and last[1] != fed[0]) if src.get("kind") == "update" else \
-                (last is not None and last[0] >= (src.get("step") or 0))
-            if stale:
-                problems.append(f"rule 7 (syncs): {sync} reads layer {layer} from {fed[0]}, "
-                                f"not from its last update {last[1] if last else None}")
+            for replica in range(1, replicas + 1) if replicas else (None,):
+                port = f"params/L{layer}" if replica is None else f"params/L{layer}/r{replica}"
+                fed = feeders[sync].get(port)
+                if not fed:
+                    problems.append(f"rule 7 (syncs): {sync} does not read layer {layer}"
+                                    + ("" if replica is None else f" of replica {replica}"))
+                    continue
+                found = updates.get(layer, []) if replica is None else by_replica.get((layer, replica), [])
+                i = bisect.bisect_left(found, (step, ""))  # updates before the sync: found[:i]
+                last = found[i - 1] if i else None
+                src = g.nodes[fed[0]]
+                stale = (last is not None and last[1] != fed[0]) if src.get("kind") == "update" else \
+                    (last is not None and last[0] >= (src.get("step") or 0))
+                if stale:
+                    what = f"layer {layer}" if replica is None else f"layer {layer} of replica {replica}"
+                    problems.append(f"rule 7 (syncs): {sync} reads {what} from {fed[0]}, "
+                                    f"not from its last update {last[1] if last else None}")
     return problems

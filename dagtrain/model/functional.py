@@ -8,6 +8,7 @@ functions can be a task in a graph. Shapes: ``x`` is (batch, n_in), ``W`` is
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -161,3 +162,22 @@ def _axpy(alpha: np.floating[Any], x: Array, y: Array) -> Array:
     out: Array = np.multiply(x, alpha)
     out += y
     return out
+
+
+# --- model averaging (LocalSGD's sync): one rule, shared by the graph and the reference loop ---
+def average_params(replicas: Sequence[Params | None]) -> Params | None:
+    """The elementwise mean of the replicas' ``(W, b)``, summed in replica order; one replica is returned as is.
+
+    ``None`` (no optimizer state under plain SGD) averages to ``None``.
+    """
+    if len(replicas) == 1 or replicas[0] is None:
+        return replicas[0]
+    present = [r for r in replicas if r is not None]
+    scale = present[0].W.dtype.type(1.0 / len(present))
+    W, b = present[0].W.copy(), present[0].b.copy()
+    for r in present[1:]:
+        W += r.W
+        b += r.b
+    W *= scale
+    b *= scale
+    return Params(W, b)

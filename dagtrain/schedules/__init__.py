@@ -2,6 +2,7 @@
 
 from dagtrain.schedules.base import Schedule
 from dagtrain.schedules.layerlocal import LayerLocal
+from dagtrain.schedules.localsgd import LocalSGD
 from dagtrain.schedules.sync import Sync
 
-__all__ = ["LayerLocal", "Schedule", "Sync"]
+__all__ = ["LayerLocal", "LocalSGD", "Schedule", "Sync"]

@@ -86,6 +86,10 @@ class Schedule:
         g.graph["passes"] = ran
         return g
 
+    def n_chains(self, model: MLP) -> int:
+        """How many chains run concurrently between syncs (base: one, the whole step sequence)."""
+        return 1
+
     def check(self, model: MLP, total_steps: int) -> None:
         """Raise a ConfigError if this schedule cannot run ``total_steps`` steps of ``model`` (base: always can)."""
 

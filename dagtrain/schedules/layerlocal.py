@@ -66,6 +66,10 @@ class LayerLocal(Schedule):
         return f"LayerLocal(k={self.k}, data={self.data!r})"
 
     # --- how the run is cut: windows on interval boundaries, one task per chain per interval ---
+    def n_chains(self, model: MLP) -> int:
+        """One chain per layer."""
+        return model.n_layers
+
     def check(self, model: MLP, total_steps: int) -> None:
         """Refuse a k that no run of ``total_steps`` steps could reach."""
         if self.k > total_steps:
