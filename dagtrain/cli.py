@@ -1,4 +1,4 @@
-"""The ``dagtrain`` command line: ``train``, ``sweep``, ``inspect`` and ``data``."""
+"""The ``dagtrain`` command line: ``train``, ``sweep``, ``compare``, ``inspect`` and ``data``."""
 
 from __future__ import annotations
 
@@ -15,10 +15,11 @@ from dagtrain.data.cache import cache_dir
 from dagtrain.data.mnist import mnist
 from dagtrain.data.store import open_dataset
 from dagtrain.errors import ConfigError, DagtrainError
+from dagtrain.experiments.compare import DEFAULT_SCHEDULES
 from dagtrain.model.mlp import MLP
 from dagtrain.plan import compile  # noqa: A004
 from dagtrain.result import TrainResult
-from dagtrain.schedules import LayerLocal, Sync
+from dagtrain.schedules import LayerLocal, LocalSGD, Schedule, Sync
 
 TRAIN_EXAMPLES = """examples:
   dagtrain train --layers 784,256,256,10 --epochs 3
@@ -27,11 +28,25 @@ TRAIN_EXAMPLES = """examples:
 """
 
 
+COMPARE_EXAMPLES = """examples:
+  dagtrain compare                                  # the deep preset: Sync, LayerLocal and LocalSGD, 6 epochs
+  dagtrain compare --schedules sync,layerlocal:10:sharded,localsgd:4:2 --epochs 3
+  dagtrain compare --quick --out /tmp/compare       # one epoch: a first look
+schedules: sync, layerlocal:K[:shared|sharded], localsgd:K:REPLICAS
+"""
+
 SWEEP_EXAMPLES = """examples:
   dagtrain sweep                                   # the seed's scale: 784-100-10, batch 1, one epoch
   dagtrain sweep --preset deep --out results/deep  # 4 layers, batch 128, 6 epochs
   dagtrain sweep --intervals 100,10 --modes sharded --max-steps 5000 --quick
 """
+
+
+def _fractions(text: str) -> list[float]:
+    try:
+        return [float(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated fractions like 0.95,0.97, got {text!r}") from None
 
 
 def _ints(text: str) -> list[int]:
@@ -129,7 +144,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     data = open_dataset(args.data) if args.data else mnist(source=args.mnist_source)
     layers = args.layers or [data.n_features, 256, 256, data.n_classes]
     model = MLP(layers, activation=args.activation, loss=args.loss, seed=args.seed)
-    schedule = Sync() if args.schedule == "sync" else LayerLocal(args.k, args.data_mode)
+    schedule = _schedule_from_args(args)
     plan = compile(model, data, schedule, batch_size=args.batch_size, epochs=args.epochs, lr=args.lr,
                    momentum=args.momentum, max_steps=args.max_steps)
     if not args.json:
@@ -160,6 +175,38 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:
         print(format_history(result))
         print(f"weights saved to {out}")
+    return 0
+
+
+def _schedule_from_args(args: argparse.Namespace) -> Schedule:
+    if args.schedule == "layerlocal":
+        return LayerLocal(args.k, args.data_mode)
+    if args.schedule == "localsgd":
+        return LocalSGD(args.k, args.replicas)
+    return Sync()
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    """Train each schedule on MNIST and write the time-to-accuracy table, curves and plot into ``--out``."""
+    from dagtrain.experiments.compare import compare, markdown_table, save
+
+    data = mnist(source=args.mnist_source)
+    overrides = {name: getattr(args, name) for name in ("epochs", "batch_size", "lr", "momentum", "seed", "max_steps")
+                 if getattr(args, name) is not None}
+    if args.quick:  # one epoch: a first look, and what CI runs
+        overrides.setdefault("epochs", 1)
+    say = None if args.json or args.quiet else (lambda text: print(f"  running {text}", file=sys.stderr, flush=True))
+    with scheduler_from_args(args) as scheduler:
+        result = compare(data, args.schedules.split(","), preset=args.preset, targets=args.targets,
+                         scheduler=scheduler, progress=say, **overrides)
+    out = Path(args.out) if args.out else Path("results") / "compare"
+    paths = save(result, out)
+    if args.json:
+        print(json.dumps({"rows": result.rows, "curves": result.curves, "files": {k: str(v) for k, v in paths.items()}},
+                         default=str))
+    else:
+        print(markdown_table(result))
+        print(f"results written to {out}/ (table.md, table.csv, curves.json, settings.json, plot.png)")
     return 0
 
 
@@ -201,7 +248,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     data = open_dataset(args.data) if args.data else mnist(source=args.mnist_source)
     layers = args.layers or [data.n_features, 256, 256, data.n_classes]
     model = MLP(layers, activation=args.activation, loss=args.loss, seed=args.seed)
-    schedule = Sync() if args.schedule == "sync" else LayerLocal(args.k, args.data_mode)
+    schedule = _schedule_from_args(args)
     plan = compile(model, data, schedule, batch_size=args.batch_size, epochs=args.epochs, max_steps=args.max_steps)
     analysis = plan.analyze(workers=args.predict_workers)
     picture = plan.draw(args.draw) if args.draw else None
@@ -257,9 +304,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--checkpoint-every", type=int, default=1,
                        help="checkpoint at the first window end after every N syncs (default 1)")
     train.add_argument("--resume", help="continue from this checkpoint (same plan: same arguments)")
-    train.add_argument("--schedule", choices=["sync", "layerlocal"], default="sync")
-    train.add_argument("--k", type=int, default=10, help="LayerLocal's communication interval (default 10)")
+    train.add_argument("--schedule", choices=["sync", "layerlocal", "localsgd"], default="sync")
+    train.add_argument("--k", type=int, default=10, help="steps between syncs, LayerLocal and LocalSGD (default 10)")
     train.add_argument("--data-mode", choices=["shared", "sharded"], default="shared")
+    train.add_argument("--replicas", type=int, default=2, help="LocalSGD's model replicas (default 2)")
     train.add_argument("--timeline", help="write the run's timeline to PATH.html and PATH.png")
     train.add_argument("--performance-report", help="write Dask's performance report (HTML; needs a cluster)")
     train.add_argument("--dashboard", action="store_true",
@@ -280,11 +328,25 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--out", help="results folder (default: results/<preset>)")
     _add_run_arguments(sw, "where LayerLocal runs: threads (default), processes, or tcp://HOST:PORT")
     sw.set_defaults(func=cmd_sweep)
+    cmp = sub.add_parser("compare", help="schedules side by side on MNIST: accuracy against wall time",
+                         epilog=COMPARE_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    cmp.add_argument("--schedules", default=",".join(DEFAULT_SCHEDULES),
+                     help=f"comma-separated specs (default {','.join(DEFAULT_SCHEDULES)}); Sync always runs")
+    cmp.add_argument("--preset", choices=["seed", "deep"], default="deep", help="model and training settings (default deep)")
+    cmp.add_argument("--targets", type=_fractions, default=[0.95, 0.97], help="accuracy targets (default 0.95,0.97)")
+    for name, kind in (("epochs", int), ("batch-size", int), ("lr", float), ("momentum", float), ("seed", int),
+                       ("max-steps", int)):
+        cmp.add_argument(f"--{name}", type=kind, default=None, help=f"override the preset's {name}")
+    cmp.add_argument("--quick", action="store_true", help="one epoch (unless --epochs): a first look")
+    cmp.add_argument("--out", help="results folder (default: results/compare)")
+    _add_run_arguments(cmp, "threads (default), processes, or tcp://HOST:PORT of a dask scheduler")
+    cmp.set_defaults(func=cmd_compare)
     ins = sub.add_parser("inspect", help="compile and analyse a plan without training: passes, analysis, schedule, picture",
                          epilog=INSPECT_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ins.add_argument("--schedule", choices=["sync", "layerlocal"], default="layerlocal")
-    ins.add_argument("--k", type=int, default=10, help="LayerLocal's communication interval (default 10)")
+    ins.add_argument("--schedule", choices=["sync", "layerlocal", "localsgd"], default="layerlocal")
+    ins.add_argument("--k", type=int, default=10, help="steps between syncs, LayerLocal and LocalSGD (default 10)")
     ins.add_argument("--data-mode", choices=["shared", "sharded"], default="shared")
+    ins.add_argument("--replicas", type=int, default=2, help="LocalSGD's model replicas (default 2)")
     ins.add_argument("--layers", type=_layers, help="sizes, input first (default: features,256,256,classes)")
     ins.add_argument("--activation", default="relu")
     ins.add_argument("--loss", default="softmax_xent")
