@@ -40,15 +40,13 @@ DEFAULT_TARGETS = (0.95, 0.97)
 def parse_schedule(spec: str) -> Schedule:
     """A schedule from its short spec: ``sync``, ``layerlocal:K[:MODE]``, ``localsgd:K:REPLICAS``."""
     name, *args = spec.strip().lower().split(":")
-    try:
-        if name == "sync" and not args:
-            return Sync()
-        if name == "layerlocal" and 1 <= len(args) <= 2:
-            return LayerLocal(int(args[0]), *args[1:])
-        if name == "localsgd" and len(args) == 2:
-            return LocalSGD(int(args[0]), int(args[1]))
-    except ValueError:
-        pass
+    numbers = [int(a) for a in args if a.isdigit()]
+    if name == "sync" and not args:
+        return Sync()
+    if name == "layerlocal" and 1 <= len(args) <= 2 and len(numbers) >= 1 and args[0].isdigit():
+        return LayerLocal(numbers[0], *args[1:])
+    if name == "localsgd" and len(args) == 2 and len(numbers) == 2:
+        return LocalSGD(numbers[0], numbers[1])
     raise ConfigError(f"cannot read schedule {spec!r}; write sync, layerlocal:K[:shared|sharded] or "
                       "localsgd:K:REPLICAS, e.g. layerlocal:10:sharded")
 
@@ -146,13 +144,16 @@ def plot(result: CompareResult) -> bytes:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8, 5))
+    bottom = 100 * min(result.targets) - 5
     for name, curve in result.curves.items():
-        ax.plot([t for t, _ in curve], [100 * a for _, a in curve], marker="o", label=name,
+        below = bool(curve) and all(100 * a < bottom for _, a in curve)
+        ax.plot([t for t, _ in curve], [100 * a for _, a in curve], marker="o",
+                label=f"{name} (below the axis: best {100 * max(a for _, a in curve):.1f}%)" if below else name,
                 lw=2.2 if name == "Sync()" else 1.4, color="k" if name == "Sync()" else None)
     for t in result.targets:
         ax.axhline(100 * t, color="0.6", ls="--", lw=0.8)
     finals = [100 * a for c in result.curves.values() for _, a in c]
-    ax.set_ylim(max(min(finals, default=0) - 1, 100 * min(result.targets) - 5), 100)
+    ax.set_ylim(max(min(finals, default=0) - 1, bottom), 100)
     ax.set_xlim(left=0)
     ax.set_xlabel("wall time, s")
     ax.set_ylabel("test accuracy after each epoch, %")
