@@ -90,3 +90,13 @@ def test_each_replica_interval_is_one_task_and_runs_alongside_the_other(blobs: d
 def test_bad_settings_are_refused(bad: dict[str, object], match: str) -> None:
     with pytest.raises(dt.ConfigError, match=match):
         dt.LocalSGD(**bad)  # type: ignore[arg-type]
+
+
+def test_picture_and_schedule_table_name_the_replicas(blobs: dt.Dataset, tmp_path: object) -> None:
+    from pathlib import Path
+
+    plan = dt.compile(MODEL, blobs, dt.LocalSGD(4, 2), **KW)
+    svg = plan.draw(Path(str(tmp_path)) / "interval.svg").read_text()
+    assert "chain 1 (replica 1)" in svg and "chain 2 (replica 2)" in svg and "sync:s4" in svg
+    table = plan.schedule_table(2)
+    assert "chain1-0" in table and "chain2-0" in table and "sync-s4" in table

@@ -60,7 +60,7 @@ def draw(g: nx.DiGraph, path: str | os.PathLike[str], *, title: str = "") -> Pat
     nx.draw_networkx_labels(sub, pos, labels={k: k for k in syncs}, font_size=8, verticalalignment="bottom", ax=ax)
     chains = sorted({d["chain"] for _, d in sub.nodes(data=True) if d["chain"] is not None})
     for c in chains:
-        ax.plot([], [], "o", color=COLOURS[(c - 1) % len(COLOURS)], label=f"chain {c} (layer {c})")
+        ax.plot([], [], "o", color=COLOURS[(c - 1) % len(COLOURS)], label=f"chain {c} ({g.graph.get('chain_role', 'layer')} {c})")
     ax.plot([], [], "D", color="black", label="sync")
     ax.legend(loc="upper right", fontsize=8)
     ax.set_title(title or f"one sync interval: {sub.number_of_nodes()} ops, {sub.number_of_edges()} edges", fontsize=10)

@@ -109,7 +109,9 @@ class LocalSGD(Schedule):
             if d["kind"] in REPLICATED:
                 d["chain"] = self.replica_of(d["step"])
                 mapping[key] = f"{key}:c{d['chain']}"
-        return nx.relabel_nodes(g, mapping, copy=True)
+        h = nx.relabel_nodes(g, mapping, copy=True)
+        h.graph["chain_role"] = "replica"  # how pictures and tables name a chain
+        return h
 
     # --- pass 2 ---
     def insert_averages(self, g: nx.DiGraph, model: MLP) -> nx.DiGraph:
