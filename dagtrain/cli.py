@@ -32,7 +32,7 @@ COMPARE_EXAMPLES = """examples:
   dagtrain compare                                  # the deep preset: Sync, LayerLocal and LocalSGD, 6 epochs
   dagtrain compare --schedules sync,layerlocal:10:sharded,localsgd:4:2 --epochs 3
   dagtrain compare --quick --out /tmp/compare       # one epoch: a first look
-schedules: sync, layerlocal:K[:shared|sharded], localsgd:K:REPLICAS
+schedules: sync, layerlocal:K[:shared|sharded[:DAMPING]], localsgd:K:REPLICAS
 """
 
 SWEEP_EXAMPLES = """examples:
@@ -216,8 +216,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from dagtrain.experiments.report import markdown_table
 
     data = mnist(source=args.mnist_source)
-    overrides = {name: getattr(args, name) for name in ("epochs", "batch_size", "lr", "momentum", "seed", "max_steps")
-                 if getattr(args, name) is not None}
+    overrides = {name: getattr(args, name) for name in ("epochs", "batch_size", "lr", "momentum", "seed", "max_steps",
+                                                        "damping") if getattr(args, name) is not None}
     if args.quick:  # a few thousand samples: for CI and a first look
         overrides.setdefault("max_steps", max(1, 4000 // PRESETS[args.preset].batch_size))
     if args.layers:
@@ -324,6 +324,8 @@ def build_parser() -> argparse.ArgumentParser:
     for name, kind in (("epochs", int), ("batch-size", int), ("lr", float), ("momentum", float), ("seed", int),
                        ("max-steps", int)):
         sw.add_argument(f"--{name}", type=kind, default=None, help=f"override the preset's {name}")
+    sw.add_argument("--damping", type=float, default=None,
+                    help="LayerLocal staleness correction: lr / (1 + DAMPING * steps since the sync) (default 0)")
     sw.add_argument("--quick", action="store_true", help="only the first ~4000 samples (unless --max-steps)")
     sw.add_argument("--out", help="results folder (default: results/<preset>)")
     _add_run_arguments(sw, "where LayerLocal runs: threads (default), processes, or tcp://HOST:PORT")

@@ -118,7 +118,8 @@ def train_reference_layerlocal(
                             grads, grad_in = dense_backward(weights[i], caches[i], grad, acts[i], need_input_grad=i > c - 1)
                             if grad_in is not None:
                                 grad = grad_in
-                        own[c - 1], velocity[c - 1] = sgd_update(own[c - 1], velocity[c - 1], grads, lr, momentum)
+                        scale = schedule.staleness_scale(b, a) if schedule.damping else 1.0
+                        own[c - 1], velocity[c - 1] = sgd_update(own[c - 1], velocity[c - 1], grads, lr * scale, momentum)
                 params = own
                 end = min(epoch * per_epoch + min(a + schedule.k, per_epoch), total)
                 if on_sync is not None:

@@ -261,3 +261,23 @@ def test_timeline_html_and_png(blobs: dt.Dataset, tmp_path: object) -> None:
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5_000
     with pytest.raises(dt.ConfigError, match=r"use a \.html or \.png file name"):
         result.timeline(Path(str(tmp_path)) / "t.pdf")
+
+
+def test_staleness_damping_is_a_pass_that_scales_each_update(blobs: dt.Dataset) -> None:
+    damped = dt.LayerLocal(5, "sharded", damping=0.2)
+    assert damped.passes()[-1] == "damp_stale_updates" and "damp_stale_updates" not in dt.LayerLocal(5).passes()
+    g = damped.build(MODEL, Window(0, 0, 0, 0, 10, evaluate=False), batch_size=4)
+    assert g.nodes["upd:L1:s0:c1"]["lr_scale"] == 1.0  # fresh snapshot: nothing to correct
+    assert g.nodes["upd:L2:s7:c2"]["lr_scale"] == pytest.approx(1 / (1 + 0.2 * 2))  # 2 steps after the sync at 5
+    result = dt.compile(MODEL, blobs, damped, **KW).run("threads")
+    assert weights_equal(result.weights, train_reference_layerlocal(MODEL, blobs, damped, **KW))
+    assert not weights_equal(result.weights, dt.compile(MODEL, blobs, dt.LayerLocal(5, "sharded"), **KW).run("sync").weights)
+    # With k = 1 every update reads a fresh snapshot: damping changes nothing, still exactly Sync.
+    exact = dt.compile(MODEL, blobs, dt.LayerLocal(1, "shared", damping=0.5), **KW).run("sync")
+    assert weights_equal(exact.weights, train_reference(MODEL, blobs, **KW))
+
+
+@pytest.mark.parametrize("bad", [-0.1, float("nan"), float("inf"), "0.1", True])
+def test_damping_must_be_a_finite_non_negative_number(bad: object) -> None:
+    with pytest.raises(dt.ConfigError, match=r"damping = .* must be a finite number >= 0"):
+        dt.LayerLocal(5, damping=bad)  # type: ignore[arg-type]

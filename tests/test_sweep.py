@@ -75,3 +75,14 @@ def test_sweep_command_on_mnist(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert {p.name for p in out.iterdir()} == {"table.md", "table.csv", "settings.json", "plot.png"}
     assert main(["sweep", "--intervals", "5000", "--max-steps", "100", "--quiet", "--out", str(out)]) == 2
     assert "k = 5000 is larger than the 100 steps" in capsys.readouterr().err
+
+
+def test_sweep_with_staleness_damping_records_it(blobs: dt.Dataset, tmp_path: Path) -> None:
+    plain = sweep(blobs, preset="deep", intervals=(8,), modes=("sharded",), batch_size=16, epochs=1, **BLOBS)
+    damped = sweep(blobs, preset="deep", intervals=(8,), modes=("sharded",), batch_size=16, epochs=1, damping=0.5, **BLOBS)
+    assert damped.settings.damping == 0.5
+    assert damped.row("layerlocal", 8, "sharded")["train_loss"] != plain.row("layerlocal", 8, "sharded")["train_loss"]
+    assert damped.row("sync-1")["train_loss"] == plain.row("sync-1")["train_loss"]  # Sync has nothing to damp
+    paths = save(damped, tmp_path / "damped", command="pytest")
+    assert "staleness damping 0.5" in paths["table.md"].read_text()
+    assert json.loads(paths["settings.json"].read_text())["damping"] == 0.5

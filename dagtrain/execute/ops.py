@@ -80,9 +80,9 @@ def op_backward(ctx: OpContext, node: dict[str, Any], inputs: Inputs) -> Outputs
 
 
 def op_update(ctx: OpContext, node: dict[str, Any], inputs: Inputs) -> Outputs:
-    """One optimizer step of one layer."""
+    """One optimizer step of one layer, at the run's learning rate times the node's ``lr_scale`` (default 1)."""
     params, velocity = sgd_update(inputs["params"], inputs["velocity"], inputs["grads"],
-                                  ctx.config.lr, ctx.config.momentum)
+                                  ctx.config.lr * node.get("lr_scale", 1.0), ctx.config.momentum)
     return {"params": params, "velocity": velocity}
 
 

@@ -6,7 +6,7 @@ the wall time so far. The table gives the final accuracy, wall time, the time ea
 first reached each accuracy target (95% and 97% by default) and its speed-up over Sync to
 that target; the plot puts every run's accuracy-against-time curve on one axis.
 
-Schedules are named by short specs: ``sync``, ``layerlocal:K[:shared|sharded]``,
+Schedules are named by short specs: ``sync``, ``layerlocal:K[:shared|sharded[:DAMPING]]``,
 ``localsgd:K:REPLICAS``.
 """
 
@@ -38,17 +38,26 @@ DEFAULT_TARGETS = (0.95, 0.97)
 
 
 def parse_schedule(spec: str) -> Schedule:
-    """A schedule from its short spec: ``sync``, ``layerlocal:K[:MODE]``, ``localsgd:K:REPLICAS``."""
+    """A schedule from its short spec: ``sync``, ``layerlocal:K[:MODE[:DAMPING]]``, ``localsgd:K:REPLICAS``."""
     name, *args = spec.strip().lower().split(":")
     numbers = [int(a) for a in args if a.isdigit()]
     if name == "sync" and not args:
         return Sync()
-    if name == "layerlocal" and 1 <= len(args) <= 2 and len(numbers) >= 1 and args[0].isdigit():
-        return LayerLocal(numbers[0], *args[1:])
+    if name == "layerlocal" and 1 <= len(args) <= 3 and args[0].isdigit():
+        damping = _number(args[2]) if len(args) == 3 else 0.0
+        if damping is not None:
+            return LayerLocal(numbers[0], args[1] if len(args) > 1 else "shared", damping=damping)
     if name == "localsgd" and len(args) == 2 and len(numbers) == 2:
         return LocalSGD(numbers[0], numbers[1])
-    raise ConfigError(f"cannot read schedule {spec!r}; write sync, layerlocal:K[:shared|sharded] or "
+    raise ConfigError(f"cannot read schedule {spec!r}; write sync, layerlocal:K[:shared|sharded[:DAMPING]] or "
                       "localsgd:K:REPLICAS, e.g. layerlocal:10:sharded")
+
+
+def _number(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None
 
 
 @dataclass

@@ -47,6 +47,7 @@ class Settings:
     momentum: float
     seed: int = 0
     max_steps: int | None = None
+    damping: float = 0.0  # LayerLocal's staleness correction (0: none, the seed's algorithm)
 
 
 PRESETS = {
@@ -160,7 +161,7 @@ def sweep(
     for mode in modes:
         if mode not in DATA_MODES:
             raise ConfigError(f"unknown data mode {mode!r}; choose from {', '.join(DATA_MODES)}")
-    schedules = [LayerLocal(int(k), mode) for mode in modes for k in intervals]  # validates k before any run
+    schedules = [LayerLocal(int(k), mode, damping=settings.damping) for mode in modes for k in intervals]  # validated here
     model = MLP(settings.sizes, activation=settings.activation, loss=settings.loss, seed=settings.seed)
     def plan(schedule: Schedule) -> Plan:
         return compile(model, data, schedule, batch_size=settings.batch_size, epochs=settings.epochs, lr=settings.lr,

@@ -47,11 +47,14 @@ class LayerLocal(Schedule):
     """Layer-local updates against a stale snapshot, merged every ``k`` steps (the communication interval).
 
     ``data="shared"``: every layer chain trains on every batch. ``data="sharded"``: the
-    batches are dealt out round-robin among the chains.
+    batches are dealt out round-robin among the chains. ``damping``: staleness correction;
+    an update ``tau`` steps after the interval's snapshot runs at ``lr / (1 + damping * tau)``
+    (0, the default, is the seed's algorithm).
     """
 
     k: int = 10
     data: str = "shared"
+    damping: float = 0.0
     name = "layerlocal"
 
     def __post_init__(self) -> None:
@@ -61,9 +64,14 @@ class LayerLocal(Schedule):
         if self.data not in DATA_MODES:
             raise ConfigError(f"LayerLocal data = {self.data!r} is not a data mode; choose 'shared' (every chain "
                               "trains on every batch) or 'sharded' (batches dealt out among the chains)")
+        if isinstance(self.damping, bool) or not isinstance(self.damping, int | float) or not self.damping >= 0 \
+                or self.damping == float("inf"):
+            raise ConfigError(f"LayerLocal damping = {self.damping!r} must be a finite number >= 0 "
+                              "(0: no staleness correction), e.g. damping=0.1")
 
     def __str__(self) -> str:
-        return f"LayerLocal(k={self.k}, data={self.data!r})"
+        damping = f", damping={self.damping}" if self.damping else ""
+        return f"LayerLocal(k={self.k}, data={self.data!r}{damping})"
 
     # --- how the run is cut: windows on interval boundaries, one task per chain per interval ---
     def n_chains(self, model: MLP) -> int:
@@ -110,8 +118,13 @@ class LayerLocal(Schedule):
         return window.step0 + (step - window.step0) // self.k * self.k
 
     def rewrites(self) -> tuple[Pass, ...]:
-        """Deal the steps to per-layer chains, insert sync nodes, then cut to stale snapshots."""
-        return (self.deal_to_chains, self.insert_syncs, self.read_stale_snapshots)
+        """Deal the steps to per-layer chains, insert sync nodes, cut to stale snapshots (then damp, if asked)."""
+        passes: tuple[Pass, ...] = (self.deal_to_chains, self.insert_syncs, self.read_stale_snapshots)
+        return passes + ((self.damp_stale_updates,) if self.damping else ())
+
+    def staleness_scale(self, step: int, interval_start: int) -> float:
+        """The learning-rate factor of an update at ``step``: ``1 / (1 + damping * (step - interval_start))``."""
+        return 1.0 / (1.0 + self.damping * (step - interval_start))
 
     # --- pass 1 ---
     def deal_to_chains(self, g: nx.DiGraph, model: MLP) -> nx.DiGraph:
@@ -208,6 +221,15 @@ class LayerLocal(Schedule):
                     (op_key("sync", step=start), f"snapshot/L{d['layer']}")
                 repoint(g, key, "params", *snapshot, made_by="read_stale_snapshots")
         g.graph["chains_independent"] = True  # the validator now holds the chains to it (rule 6)
+        return g
+
+    # --- pass 4 (optional): staleness correction ---
+    def damp_stale_updates(self, g: nx.DiGraph, model: MLP) -> nx.DiGraph:
+        """Scale each update's learning rate down by how many steps its view of the other layers is old."""
+        w: Window = g.graph["window"]
+        for _, d in g.nodes(data=True):
+            if d["kind"] == "update":
+                d["lr_scale"] = self.staleness_scale(d["step"], self.interval_start(d["step"], w))
         return g
 
 
