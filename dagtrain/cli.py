@@ -19,7 +19,7 @@ from dagtrain.experiments.compare import DEFAULT_SCHEDULES
 from dagtrain.model.mlp import MLP
 from dagtrain.plan import compile  # noqa: A004
 from dagtrain.result import TrainResult
-from dagtrain.schedules import LayerLocal, LocalSGD, Schedule, Sync
+from dagtrain.schedules import DelayedGradient, LayerLocal, LocalSGD, Schedule, Sync
 
 TRAIN_EXAMPLES = """examples:
   dagtrain train --layers 784,256,256,10 --epochs 3
@@ -32,7 +32,7 @@ COMPARE_EXAMPLES = """examples:
   dagtrain compare                                  # the deep preset: Sync, LayerLocal and LocalSGD, 6 epochs
   dagtrain compare --schedules sync,layerlocal:10:sharded,localsgd:4:2 --epochs 3
   dagtrain compare --quick --out /tmp/compare       # one epoch: a first look
-schedules: sync, layerlocal:K[:shared|sharded[:DAMPING]], localsgd:K:REPLICAS
+schedules: sync, layerlocal:K[:shared|sharded[:DAMPING]], localsgd:K:REPLICAS, delayed:STAGES:MICROBATCHES[:nostash]
 """
 
 SWEEP_EXAMPLES = """examples:
@@ -183,6 +183,8 @@ def _schedule_from_args(args: argparse.Namespace) -> Schedule:
         return LayerLocal(args.k, args.data_mode)
     if args.schedule == "localsgd":
         return LocalSGD(args.k, args.replicas)
+    if args.schedule == "delayed":
+        return DelayedGradient(args.stages, args.microbatches)
     return Sync()
 
 
@@ -304,10 +306,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--checkpoint-every", type=int, default=1,
                        help="checkpoint at the first window end after every N syncs (default 1)")
     train.add_argument("--resume", help="continue from this checkpoint (same plan: same arguments)")
-    train.add_argument("--schedule", choices=["sync", "layerlocal", "localsgd"], default="sync")
+    train.add_argument("--schedule", choices=["sync", "layerlocal", "localsgd", "delayed"], default="sync")
     train.add_argument("--k", type=int, default=10, help="steps between syncs, LayerLocal and LocalSGD (default 10)")
     train.add_argument("--data-mode", choices=["shared", "sharded"], default="shared")
     train.add_argument("--replicas", type=int, default=2, help="LocalSGD's model replicas (default 2)")
+    train.add_argument("--stages", type=int, default=2, help="DelayedGradient's pipeline stages (default 2)")
+    train.add_argument("--microbatches", type=int, default=2, help="DelayedGradient's batches in flight (default 2)")
     train.add_argument("--timeline", help="write the run's timeline to PATH.html and PATH.png")
     train.add_argument("--performance-report", help="write Dask's performance report (HTML; needs a cluster)")
     train.add_argument("--dashboard", action="store_true",
@@ -345,10 +349,12 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.set_defaults(func=cmd_compare)
     ins = sub.add_parser("inspect", help="compile and analyse a plan without training: passes, analysis, schedule, picture",
                          epilog=INSPECT_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ins.add_argument("--schedule", choices=["sync", "layerlocal", "localsgd"], default="layerlocal")
+    ins.add_argument("--schedule", choices=["sync", "layerlocal", "localsgd", "delayed"], default="layerlocal")
     ins.add_argument("--k", type=int, default=10, help="steps between syncs, LayerLocal and LocalSGD (default 10)")
     ins.add_argument("--data-mode", choices=["shared", "sharded"], default="shared")
     ins.add_argument("--replicas", type=int, default=2, help="LocalSGD's model replicas (default 2)")
+    ins.add_argument("--stages", type=int, default=2, help="DelayedGradient's pipeline stages (default 2)")
+    ins.add_argument("--microbatches", type=int, default=2, help="DelayedGradient's batches in flight (default 2)")
     ins.add_argument("--layers", type=_layers, help="sizes, input first (default: features,256,256,classes)")
     ins.add_argument("--activation", default="relu")
     ins.add_argument("--loss", default="softmax_xent")

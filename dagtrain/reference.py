@@ -8,7 +8,8 @@ algorithm (copy the weights, let each layer train alone, merge every k steps).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import bisect
+from collections.abc import Callable, Sequence
 
 import numpy as np
 from threadpoolctl import threadpool_limits
@@ -17,6 +18,7 @@ from dagtrain.data.order import epoch_order, steps_per_epoch
 from dagtrain.data.store import Dataset
 from dagtrain.model.functional import Params, average_params, dense_backward, dense_forward, loss_and_grad, sgd_update
 from dagtrain.model.mlp import MLP
+from dagtrain.schedules.delayed import DelayedGradient
 from dagtrain.schedules.layerlocal import LayerLocal
 from dagtrain.schedules.localsgd import LocalSGD
 
@@ -178,4 +180,58 @@ def train_reference_localsgd(
                 velocity = [average_params([r[1][i] for r in replicas]) for i in range(L)]
                 if end >= total:
                     return params
+        return params
+
+
+def train_reference_delayed(
+    model: MLP,
+    data: Dataset,
+    schedule: DelayedGradient,
+    window_starts: Sequence[int],
+    *,
+    batch_size: int = 128,
+    epochs: int = 1,
+    lr: float = 0.05,
+    momentum: float = 0.0,
+    max_steps: int | None = None,
+    seed: int | None = None,
+) -> list[Params]:
+    """DelayedGradient as a plain loop: stage s's forward at step t uses the weights of step ``t - d_s``.
+
+    ``window_starts``: the first step of every window of the plan (``[w.step0 for w in plan.windows]``);
+    the pipeline is flushed there, so no read goes back past a window's start.
+    """
+    with threadpool_limits(limits=1, user_api="blas"):
+        x_all, y_all = data.read_split("train")
+        seed = model.seed if seed is None else seed
+        n, L = len(y_all), model.n_layers
+        params = model.init_params()
+        velocity: list[Params | None] = [None] * L
+        acts = [model.layer_activation(layer) for layer in range(1, L + 1)]
+        delays = [schedule.delay(schedule.stage_of(layer, L)) for layer in range(1, L + 1)]
+        per_epoch = steps_per_epoch(n, batch_size)
+        total = epochs * per_epoch if max_steps is None else min(max_steps, epochs * per_epoch)
+        versions: list[dict[int, Params]] = [{} for _ in range(L)]  # layer -> {step t: weights at the start of t}
+        starts = sorted(window_starts)
+        for step in range(total):
+            epoch, b = divmod(step, per_epoch)
+            if b == 0:
+                order = epoch_order(n, data.chunk_size, seed, epoch)
+            start = starts[bisect.bisect_right(starts, step) - 1]
+            for i in range(L):
+                versions[i][step] = params[i]
+                versions[i].pop(step - delays[i] - 1, None)  # never read again
+            used = [versions[i][max(step - delays[i], start)] for i in range(L)]
+            idx = order[b * batch_size : (b + 1) * batch_size]
+            act, caches = x_all[idx], []
+            for w, f in zip(used, acts, strict=True):
+                act, cache = dense_forward(w, act, f)
+                caches.append(cache)
+            _, grad = loss_and_grad(act, y_all[idx], model.loss)
+            for i in range(L - 1, -1, -1):
+                weights = used[i] if schedule.stashing else params[i]
+                grads, grad_in = dense_backward(weights, caches[i], grad, acts[i], need_input_grad=i > 0)
+                if grad_in is not None:
+                    grad = grad_in
+                params[i], velocity[i] = sgd_update(params[i], velocity[i], grads, lr, momentum)
         return params

@@ -21,7 +21,9 @@ def test_schedule_specs_parse_or_say_how_to_write_them() -> None:
     assert parse_schedule("layerlocal:5") == dt.LayerLocal(5, "shared")
     assert parse_schedule("layerlocal:10:sharded:0.1") == dt.LayerLocal(10, "sharded", damping=0.1)
     assert parse_schedule("localsgd:4:2") == dt.LocalSGD(4, 2)
-    for bad in ("sgd", "localsgd:4", "layerlocal:ten", "sync:3", "layerlocal:10:sharded:lots"):
+    assert parse_schedule("delayed:2:3") == dt.DelayedGradient(2, 3)
+    assert parse_schedule("delayed:2:3:nostash") == dt.DelayedGradient(2, 3, stashing=False)
+    for bad in ("sgd", "localsgd:4", "layerlocal:ten", "sync:3", "layerlocal:10:sharded:lots", "delayed:2:3:x"):
         with pytest.raises(dt.ConfigError, match=f"cannot read schedule '{bad}'"):
             parse_schedule(bad)
     with pytest.raises(dt.ConfigError, match="k = 5 must be a multiple of replicas = 2"):

@@ -4,8 +4,9 @@ A task runs a segment of a chain: ``segment_steps`` consecutive steps of forward
 backward and update ops, executed in order inside one Python call. Under Sync the loads
 of a segment form their own task, so reading the next batches overlaps with computing
 these; a layer chain (``LayerLocal``) reads its own batches inside its task, so on a
-cluster no batch crosses between workers. Keys: ``train-3``, ``load-3``, ``chain2-3``,
-``sync-s40``, ``eval-p1``, ``eval``.
+cluster no batch crosses between workers. A pipeline stage (``DelayedGradient``) splits
+each step into a forward task and a backward-and-update task. Keys: ``train-3``,
+``load-3``, ``chain2-3``, ``chain1-f3``, ``chain1-b3``, ``sync-s40``, ``eval-p1``, ``eval``.
 The mapping fine op -> task is kept on each node (attribute ``task``).
 """
 
@@ -32,6 +33,8 @@ def task_of(d: dict[str, Any], step0: int, segment_steps: int) -> str:
     if kind == "sync":
         return f"sync-s{d['step'] - step0}"
     segment = (d["step"] - step0) // segment_steps
+    if d.get("phase") is not None:  # a pipeline stage: its forward and its backward of a step are separate tasks
+        return f"chain{d['chain']}-{d['phase']}{segment}"
     if d.get("chain") is not None:  # a layer chain reads its own batches: no array crosses between chains
         return f"chain{d['chain']}-{segment}"
     role = "load" if kind == "load" else "train"
