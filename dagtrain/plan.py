@@ -163,8 +163,10 @@ class Plan:
         return "\n".join(lines)
 
     def draw(self, path: str | os.PathLike[str], window: int = 0) -> Path:
-        """Write a picture (.svg or .png) of one sync interval of window ``window``: a colour per chain, syncs marked."""
-        return draw(self.graph(window), path, title=f"{self.schedule}: one sync interval of window {window}")
+        """Write a picture (.svg or .png) of one sync interval (or the first steps) of window ``window``, a colour per chain."""
+        g = self.graph(window)
+        part = "one sync interval" if any(d["kind"] == "sync" for _, d in g.nodes(data=True)) else "the first 3 steps"
+        return draw(g, path, title=f"{self.schedule}: {part} of window {window}")
 
     def chain_costs(self, window: int = 0) -> dict[int, float]:
         """Estimated work (flops) of each layer chain in window ``window``; empty for a schedule without chains."""

@@ -87,3 +87,14 @@ def test_more_stages_than_layers_or_fused_steps_are_refused(blobs: dt.Dataset) -
         dt.compile(MODEL, blobs, dt.DelayedGradient(4, 2), **KW)
     with pytest.raises(dt.ConfigError, match="segment_steps = 5 is not possible with DelayedGradient"):
         dt.compile(MODEL, blobs, dt.DelayedGradient(2, 2), segment_steps=5, **KW)
+
+
+def test_picture_and_schedule_table_show_the_stages(blobs: dt.Dataset, tmp_path: object) -> None:
+    from pathlib import Path
+
+    plan = dt.compile(MODEL, blobs, dt.DelayedGradient(2, 2), **KW)
+    plan.validate()
+    svg = plan.draw(Path(str(tmp_path)) / "pipeline.svg").read_text()
+    assert "chain 1 (stage 1)" in svg and "chain 2 (stage 2)" in svg and "the first 3 steps" in svg
+    table = plan.schedule_table(2)
+    assert "chain1-f0" in table and "chain2-b0" in table
