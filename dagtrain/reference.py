@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 from threadpoolctl import threadpool_limits
@@ -21,6 +22,15 @@ from dagtrain.model.mlp import MLP
 from dagtrain.schedules.delayed import DelayedGradient
 from dagtrain.schedules.layerlocal import LayerLocal
 from dagtrain.schedules.localsgd import LocalSGD
+
+
+def forward_all(weights: Sequence[Params], activations: Sequence[str], x: np.ndarray) -> tuple[np.ndarray, list[Any]]:
+    """The forward pass through every layer: the logits and each layer's cache for the backward pass."""
+    caches = []
+    for w, activation in zip(weights, activations, strict=True):
+        x, cache = dense_forward(w, x, activation)
+        caches.append(cache)
+    return x, caches
 
 
 def train_reference(
@@ -60,11 +70,8 @@ def _loop(model: MLP, data: Dataset, batch_size: int, epochs: int, lr: float, mo
             if max_steps is not None and step >= max_steps:
                 return params
             idx = order[b * batch_size : (b + 1) * batch_size]
-            a, caches = x_all[idx], []
-            for p, act in zip(params, acts, strict=True):
-                a, cache = dense_forward(p, a, act)
-                caches.append(cache)
-            _, grad = loss_and_grad(a, y_all[idx], model.loss)
+            logits, caches = forward_all(params, acts, x_all[idx])
+            _, grad = loss_and_grad(logits, y_all[idx], model.loss)
             for i in range(model.n_layers - 1, -1, -1):
                 grads, grad_in = dense_backward(params[i], caches[i], grad, acts[i], need_input_grad=i > 0)
                 if grad_in is not None:
@@ -111,11 +118,8 @@ def train_reference_layerlocal(
                     idx = order[b * batch_size : (b + 1) * batch_size]
                     for c in schedule.chains_at(step, L):  # chain c trains layer c (0-based c - 1)
                         weights = [own[j] if j == c - 1 else snapshot[j] for j in range(L)]
-                        act, caches = x_all[idx], []
-                        for p, f in zip(weights, acts, strict=True):
-                            act, cache = dense_forward(p, act, f)
-                            caches.append(cache)
-                        _, grad = loss_and_grad(act, y_all[idx], model.loss)
+                        logits, caches = forward_all(weights, acts, x_all[idx])
+                        _, grad = loss_and_grad(logits, y_all[idx], model.loss)
                         for i in range(L - 1, c - 2, -1):
                             grads, grad_in = dense_backward(weights[i], caches[i], grad, acts[i], need_input_grad=i > c - 1)
                             if grad_in is not None:
@@ -165,11 +169,8 @@ def train_reference_localsgd(
                     b = step - epoch * per_epoch
                     p, v = replicas[schedule.replica_of(step) - 1]
                     idx = order[b * batch_size : (b + 1) * batch_size]
-                    act, caches = x_all[idx], []
-                    for w, f in zip(p, acts, strict=True):
-                        act, cache = dense_forward(w, act, f)
-                        caches.append(cache)
-                    _, grad = loss_and_grad(act, y_all[idx], model.loss)
+                    logits, caches = forward_all(p, acts, x_all[idx])
+                    _, grad = loss_and_grad(logits, y_all[idx], model.loss)
                     for i in range(L - 1, -1, -1):
                         grads, grad_in = dense_backward(p[i], caches[i], grad, acts[i], need_input_grad=i > 0)
                         if grad_in is not None:
@@ -223,11 +224,8 @@ def train_reference_delayed(
                 versions[i].pop(step - delays[i] - 1, None)  # never read again
             used = [versions[i][max(step - delays[i], start)] for i in range(L)]
             idx = order[b * batch_size : (b + 1) * batch_size]
-            act, caches = x_all[idx], []
-            for w, f in zip(used, acts, strict=True):
-                act, cache = dense_forward(w, act, f)
-                caches.append(cache)
-            _, grad = loss_and_grad(act, y_all[idx], model.loss)
+            logits, caches = forward_all(used, acts, x_all[idx])
+            _, grad = loss_and_grad(logits, y_all[idx], model.loss)
             for i in range(L - 1, -1, -1):
                 weights = used[i] if schedule.stashing else params[i]
                 grads, grad_in = dense_backward(weights, caches[i], grad, acts[i], need_input_grad=i > 0)

@@ -175,10 +175,9 @@ def plot(result: CompareResult) -> bytes:
                  fontsize=10)
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    return buf.getvalue()
+    from dagtrain.experiments.report import png_bytes
+
+    return png_bytes(fig)
 
 
 def save(result: CompareResult, folder: str | os.PathLike[str], *, command: str | None = None) -> dict[str, Path]:

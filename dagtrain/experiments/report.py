@@ -87,6 +87,13 @@ def plot(result: SweepResult) -> bytes:
     fig.suptitle(f"LayerLocal on MNIST: {'-'.join(map(str, s.sizes))} {s.activation}/{s.loss}, batch {s.batch_size}, "
                  f"lr {s.lr}, {s.epochs} epoch(s)", fontsize=10)
     fig.tight_layout()
+    return png_bytes(fig)
+
+
+def png_bytes(fig: Any) -> bytes:
+    """A matplotlib figure as PNG bytes (110 dpi); the figure is closed."""
+    import matplotlib.pyplot as plt
+
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
     plt.close(fig)

@@ -84,8 +84,8 @@ def inputs_of(g: nx.DiGraph, key: str) -> list[tuple[str, str, str]]:
     return sorted(found)
 
 
-def repoint(g: nx.DiGraph, dst: str, port: str, src: str, field: str, *, made_by: str) -> None:
-    """Make ``dst``'s input ``port`` read ``src``'s ``field`` instead of whatever fed it before."""
+def unbind(g: nx.DiGraph, dst: str, port: str) -> None:
+    """Disconnect ``dst``'s input ``port`` from whatever feeds it (the edge goes when it binds nothing else)."""
     for old, _, d in list(g.in_edges(dst, data=True)):
         kept = tuple(b for b in d["bind"] if b[1] != port)
         if len(kept) != len(d["bind"]):
@@ -93,6 +93,11 @@ def repoint(g: nx.DiGraph, dst: str, port: str, src: str, field: str, *, made_by
                 d["bind"] = kept
             else:
                 g.remove_edge(old, dst)
+
+
+def repoint(g: nx.DiGraph, dst: str, port: str, src: str, field: str, *, made_by: str) -> None:
+    """Make ``dst``'s input ``port`` read ``src``'s ``field`` instead of whatever fed it before."""
+    unbind(g, dst, port)
     add_data(g, src, dst, (field, port), made_by=made_by)
 
 

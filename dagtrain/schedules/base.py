@@ -110,6 +110,45 @@ class Schedule:
         return self.canonical_window(window, model)
 
 
+@dataclass(frozen=True)
+class IntervalSchedule(Schedule):
+    """Base of the schedules whose chains meet at a sync every ``k`` steps (LayerLocal, LocalSGD).
+
+    Intervals start at each window's start and windows are a multiple of k long, so every
+    window begins and ends with merged weights; a chain's whole interval is one task.
+    """
+
+    k: int = 10
+
+    def _check_k(self) -> None:
+        if isinstance(self.k, bool) or not isinstance(self.k, int) or self.k <= 0:
+            raise ConfigError(f"{type(self).__name__} k = {self.k!r} must be a positive integer (the steps between "
+                              f"syncs), e.g. {type(self).__name__}(k=10)")
+
+    def check(self, model: MLP, total_steps: int) -> None:
+        """Refuse a k that no run of ``total_steps`` steps could reach."""
+        if self.k > total_steps:
+            raise ConfigError(f"{type(self).__name__} k = {self.k} is larger than the {total_steps} steps of the run, "
+                              f"so no interval would end before the run does; use k <= {total_steps}")
+
+    def align_window_steps(self, window_steps: int) -> int:
+        """A multiple of k (at least k), so that every window starts on an interval boundary."""
+        return max(1, window_steps // self.k) * self.k
+
+    def segment_steps(self, requested: int | None, default: int) -> int:
+        """A chain's whole interval is one task (its k steps in one Python call), unless a divisor of k is asked for."""
+        if requested is None:
+            return self.k
+        if self.k % requested:
+            raise ConfigError(f"segment_steps = {requested} must divide {type(self).__name__} k = {self.k}, or a task "
+                              "would straddle a sync; leave it out to fuse each chain's interval into one task")
+        return requested
+
+    def interval_start(self, step: int, window: Window) -> int:
+        """The first step of the interval holding ``step`` (intervals start at the window's start)."""
+        return window.step0 + (step - window.step0) // self.k * self.k
+
+
 @contextlib.contextmanager
 def _gc_paused() -> Iterator[None]:
     enabled = gc.isenabled()

@@ -35,7 +35,7 @@ from dagtrain.errors import ConfigError
 from dagtrain.graph.ir import add_data, add_op, inputs_of, op_key, producer_of, repoint
 from dagtrain.graph.window import Window
 from dagtrain.model.mlp import MLP
-from dagtrain.schedules.base import Pass, Schedule
+from dagtrain.schedules.base import IntervalSchedule, Pass
 
 DATA_MODES = ("shared", "sharded")
 CHAIN_KINDS = ("load", "forward", "loss", "backward", "update")
@@ -43,7 +43,7 @@ READS_WEIGHTS = ("forward", "backward", "update")
 
 
 @dataclass(frozen=True)
-class LayerLocal(Schedule):
+class LayerLocal(IntervalSchedule):
     """Layer-local updates against a stale snapshot, merged every ``k`` steps (the communication interval).
 
     ``data="shared"``: every layer chain trains on every batch. ``data="sharded"``: the
@@ -52,15 +52,12 @@ class LayerLocal(Schedule):
     (0, the default, is the seed's algorithm).
     """
 
-    k: int = 10
     data: str = "shared"
     damping: float = 0.0
     name = "layerlocal"
 
     def __post_init__(self) -> None:
-        if isinstance(self.k, bool) or not isinstance(self.k, int) or self.k <= 0:
-            raise ConfigError(f"LayerLocal k = {self.k!r} must be a positive integer (the steps between syncs), "
-                              "e.g. LayerLocal(k=10)")
+        self._check_k()
         if self.data not in DATA_MODES:
             raise ConfigError(f"LayerLocal data = {self.data!r} is not a data mode; choose 'shared' (every chain "
                               "trains on every batch) or 'sharded' (batches dealt out among the chains)")
@@ -78,25 +75,6 @@ class LayerLocal(Schedule):
         """One chain per layer."""
         return model.n_layers
 
-    def check(self, model: MLP, total_steps: int) -> None:
-        """Refuse a k that no run of ``total_steps`` steps could reach."""
-        if self.k > total_steps:
-            raise ConfigError(f"LayerLocal k = {self.k} is larger than the {total_steps} steps of the run, so no "
-                              f"interval would end before the run does; use k <= {total_steps}")
-
-    def align_window_steps(self, window_steps: int) -> int:
-        """A multiple of k (at least k), so that every window starts on an interval boundary."""
-        return max(1, window_steps // self.k) * self.k
-
-    def segment_steps(self, requested: int | None, default: int) -> int:
-        """A chain's whole interval is one task (its k steps in one Python call), unless a divisor of k is asked for."""
-        if requested is None:
-            return self.k
-        if self.k % requested:
-            raise ConfigError(f"segment_steps = {requested} must divide LayerLocal k = {self.k}, or a task would "
-                              "straddle a sync; leave it out to fuse each chain's interval into one task")
-        return requested
-
     def canonical_window(self, window: Window, model: MLP) -> Window:
         """Sharded dealing depends on the window's first step modulo the number of layers."""
         phase = window.step0 % model.n_layers if self.data == "sharded" else 0
@@ -112,10 +90,6 @@ class LayerLocal(Schedule):
             return range(1, n_layers + 1)
         c = step % n_layers + 1
         return range(c, c + 1)
-
-    def interval_start(self, step: int, window: Window) -> int:
-        """The first step of the interval holding ``step`` (intervals start at the window's start)."""
-        return window.step0 + (step - window.step0) // self.k * self.k
 
     def rewrites(self) -> tuple[Pass, ...]:
         """Deal the steps to per-layer chains, insert sync nodes, cut to stale snapshots (then damp, if asked)."""

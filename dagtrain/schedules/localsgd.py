@@ -29,28 +29,27 @@ from dataclasses import dataclass
 import networkx as nx
 
 from dagtrain.errors import ConfigError
-from dagtrain.graph.ir import add_data, add_op, inputs_of, op_key, producer_of, repoint
+from dagtrain.graph.ir import add_data, add_op, inputs_of, op_key, producer_of, repoint, unbind
 from dagtrain.graph.window import Window
 from dagtrain.model.mlp import MLP
-from dagtrain.schedules.base import Pass, Schedule
+from dagtrain.schedules.base import IntervalSchedule, Pass
 
 REPLICATED = ("load", "forward", "loss", "backward", "update")
 READS_STATE = {"forward": ("params",), "backward": ("params",), "update": ("params", "velocity")}
 
 
 @dataclass(frozen=True)
-class LocalSGD(Schedule):
+class LocalSGD(IntervalSchedule):
     """R model replicas train on their own batches and are averaged every ``k`` steps."""
 
-    k: int = 10
     replicas: int = 2
     name = "localsgd"
 
     def __post_init__(self) -> None:
-        for field_name, value, example in (("k", self.k, "LocalSGD(k=10, replicas=2)"),
-                                           ("replicas", self.replicas, "LocalSGD(k=10, replicas=2)")):
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise ConfigError(f"LocalSGD {field_name} = {value!r} must be a positive integer, e.g. {example}")
+        self._check_k()
+        if isinstance(self.replicas, bool) or not isinstance(self.replicas, int) or self.replicas <= 0:
+            raise ConfigError(f"LocalSGD replicas = {self.replicas!r} must be a positive integer, "
+                              "e.g. LocalSGD(k=10, replicas=2)")
         if self.k % self.replicas:
             nearest = self.k // self.replicas * self.replicas or self.replicas
             raise ConfigError(f"LocalSGD k = {self.k} must be a multiple of replicas = {self.replicas}, so every "
@@ -63,24 +62,6 @@ class LocalSGD(Schedule):
         """One chain per replica."""
         return self.replicas
 
-    def check(self, model: MLP, total_steps: int) -> None:
-        """Refuse a k that no run of ``total_steps`` steps could reach."""
-        if self.k > total_steps:
-            raise ConfigError(f"LocalSGD k = {self.k} is larger than the {total_steps} steps of the run; "
-                              f"use k <= {total_steps}")
-
-    def align_window_steps(self, window_steps: int) -> int:
-        """A multiple of k, so every window starts on an interval boundary."""
-        return max(1, window_steps // self.k) * self.k
-
-    def segment_steps(self, requested: int | None, default: int) -> int:
-        """A replica's whole interval is one task, unless a divisor of k is asked for."""
-        if requested is None:
-            return self.k
-        if self.k % requested:
-            raise ConfigError(f"segment_steps = {requested} must divide LocalSGD k = {self.k}")
-        return requested
-
     def canonical_window(self, window: Window, model: MLP) -> Window:
         """Dealing depends on the window's first step modulo the number of replicas."""
         return Window(0, 0, window.step0 % self.replicas, 0, window.n_steps, window.evaluate)
@@ -92,10 +73,6 @@ class LocalSGD(Schedule):
     def replica_of(self, step: int) -> int:
         """The replica (1-based) that trains on the batch of ``step``."""
         return step % self.replicas + 1
-
-    def interval_start(self, step: int, window: Window) -> int:
-        """The first step of the interval holding ``step``."""
-        return window.step0 + (step - window.step0) // self.k * self.k
 
     def rewrites(self) -> tuple[Pass, ...]:
         """Deal steps to replicas, insert the averaging syncs, then cut the replicas apart."""
@@ -174,7 +151,7 @@ class LocalSGD(Schedule):
                     own[(r, j)] = updates[(j, step)]
             sync = op_key("sync", step=b)
             for port, _, _ in inputs_of(g, sync):
-                repoint_away(g, sync, port)
+                unbind(g, sync, port)
             g.nodes[sync]["replicas"] = self.replicas
             for r in range(1, self.replicas + 1):
                 for j in range(1, L + 1):
@@ -187,17 +164,6 @@ class LocalSGD(Schedule):
                                  made_by="train_replicas_apart")
         g.graph["chains_independent"] = True
         return g
-
-
-def repoint_away(g: nx.DiGraph, dst: str, port: str) -> None:
-    """Remove whatever feeds ``dst``'s input ``port`` (the edge goes when it binds nothing else)."""
-    for src, _, d in list(g.in_edges(dst, data=True)):
-        kept = tuple(b for b in d["bind"] if b[1] != port)
-        if len(kept) != len(d["bind"]):
-            if kept:
-                d["bind"] = kept
-            else:
-                g.remove_edge(src, dst)
 
 
 def _updates_by_step(g: nx.DiGraph) -> dict[tuple[int, int], str]:
