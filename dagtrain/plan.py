@@ -168,6 +168,10 @@ class Plan:
         part = "one sync interval" if any(d["kind"] == "sync" for _, d in g.nodes(data=True)) else "the first 3 steps"
         return draw(g, path, title=f"{self.schedule}: {part} of window {window}")
 
+    def sync_steps(self) -> list[int]:
+        """Every step of the run at which a sync merges the chains (where each interval ends), in order."""
+        return [s for w in self.windows for s in self.schedule.sync_steps(w, self.model)]
+
     def chain_costs(self, window: int = 0) -> dict[int, float]:
         """Estimated work (flops) of each layer chain in window ``window``; empty for a schedule without chains."""
         costs: dict[int, float] = {}

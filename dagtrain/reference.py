@@ -93,10 +93,12 @@ def train_reference_layerlocal(
     max_steps: int | None = None,
     seed: int | None = None,
     on_sync: Callable[[int, list[Params]], None] | None = None,
+    k_at: Callable[[int], int] | None = None,
 ) -> list[Params]:
     """LayerLocal as a plain loop: intervals of ``schedule.k`` steps (restarting each epoch), one chain per layer.
 
     ``on_sync(step, params)`` is called with the merged weights after every sync.
+    ``k_at(epoch)``: a different interval per epoch (as :class:`~dagtrain.schedules.adaptive.Adaptive` chooses).
     """
     with threadpool_limits(limits=1, user_api="blas"):
         x_all, y_all = data.read_split("train")
@@ -109,9 +111,10 @@ def train_reference_layerlocal(
         total = epochs * per_epoch if max_steps is None else min(max_steps, epochs * per_epoch)
         for epoch in range(epochs):
             order = epoch_order(n, data.chunk_size, seed, epoch)
-            for a in range(0, per_epoch, schedule.k):
+            k = schedule.k if k_at is None else k_at(epoch)
+            for a in range(0, per_epoch, k):
                 snapshot, own = list(params), list(params)
-                for b in range(a, min(a + schedule.k, per_epoch)):
+                for b in range(a, min(a + k, per_epoch)):
                     step = epoch * per_epoch + b
                     if step >= total:
                         break
@@ -127,7 +130,7 @@ def train_reference_layerlocal(
                         scale = schedule.staleness_scale(b, a) if schedule.damping else 1.0
                         own[c - 1], velocity[c - 1] = sgd_update(own[c - 1], velocity[c - 1], grads, lr * scale, momentum)
                 params = own
-                end = min(epoch * per_epoch + min(a + schedule.k, per_epoch), total)
+                end = min(epoch * per_epoch + min(a + k, per_epoch), total)
                 if on_sync is not None:
                     on_sync(end, params)
                 if end >= total:

@@ -92,6 +92,7 @@ def execute(plan: Plan, scheduler: Any = None, *,
                        scheduler=sched.name, info={"workers": sched.workers, "segment_steps": plan.segment_steps,
                                                    "window_steps": plan.window_steps, "placement": placement,
                                                    "resubmitted_windows": resubmitted,
+                                                   "sync_steps": plan.sync_steps(),
                                                    "schedule": str(plan.schedule)})
 
 

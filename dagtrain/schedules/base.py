@@ -109,6 +109,10 @@ class Schedule:
         """Windows with equal keys have the same graph up to a shift of steps (so share one program)."""
         return self.canonical_window(window, model)
 
+    def sync_steps(self, window: Window, model: MLP) -> list[int]:
+        """The steps at which ``window``'s sync nodes merge the chains (base: none)."""
+        return []
+
 
 @dataclass(frozen=True)
 class IntervalSchedule(Schedule):
@@ -147,6 +151,10 @@ class IntervalSchedule(Schedule):
     def interval_start(self, step: int, window: Window) -> int:
         """The first step of the interval holding ``step`` (intervals start at the window's start)."""
         return window.step0 + (step - window.step0) // self.k * self.k
+
+    def sync_steps(self, window: Window, model: MLP) -> list[int]:
+        """The end of every interval of ``window``: every k steps from its start, and its last step."""
+        return [min(a + self.k, window.stop) for a in range(window.step0, window.stop, self.k)]
 
 
 @contextlib.contextmanager
