@@ -26,8 +26,9 @@ begins and ends with merged weights.
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
+from typing import Any
 
 import networkx as nx
 
@@ -103,53 +104,7 @@ class LayerLocal(IntervalSchedule):
     # --- pass 1 ---
     def deal_to_chains(self, g: nx.DiGraph, model: MLP) -> nx.DiGraph:
         """Replace each step's ops by per-layer chains that read the latest version of every layer."""
-        w: Window = g.graph["window"]
-        L = model.n_layers
-        h = nx.DiGraph(**g.graph)
-        for key, d in g.nodes(data=True):
-            if d["kind"] not in CHAIN_KINDS:
-                h.add_node(key, **d)
-        inp = op_key("input", step=w.step0)
-        latest = {j: (inp, f"params/L{j}", f"velocity/L{j}") for j in range(1, L + 1)}
-        first_loss: dict[int, str] = {}
-        ops_of_step: dict[int, list[str]] = {}
-        for key, d in g.nodes(data=True):
-            if d["kind"] in CHAIN_KINDS:
-                ops_of_step.setdefault(d["step"], []).append(key)
-        for step in range(w.step0, w.stop):
-            step_ops = ops_of_step[step]
-            updated = {}
-            for c in self.chains_at(step, L):
-                kept = {k: _chain_key(k, c) for k in step_ops if _in_chain(g.nodes[k], c)}
-                for k, new in kept.items():
-                    d = dict(g.nodes[k], chain=c)
-                    if d["kind"] == "backward" and d["layer"] == c:  # nothing below needs its input gradient
-                        d.update(input_grad=False, cost=model.layer_flops(c, g.graph["batch_size"]))
-                    h.add_node(new, **d)
-                for k, new in kept.items():
-                    for port, src, field in inputs_of(g, k):
-                        if src in kept:
-                            add_data(h, kept[src], new, (field, port), made_by="deal_to_chains")
-                        else:  # a weight read: the latest version of the layer, whoever made it
-                            layer = g.nodes[k]["layer"]
-                            source = latest[layer][1] if port == "params" else latest[layer][2]
-                            add_data(h, latest[layer][0], new, (source, port), made_by="deal_to_chains")
-                updated[c] = (op_key("update", layer=c, step=step, chain=c), "params", "velocity")
-                first_loss.setdefault(step, op_key("loss", step=step, chain=c))
-            latest.update(updated)  # versions made at this step are read from the next step on
-        for sink in [k for k, d in h.nodes(data=True) if d["kind"] in ("output", "eval")]:
-            for port, _, _ in inputs_of(g, sink):
-                kind, _, rest = port.partition("/")
-                if kind in ("params", "velocity"):
-                    layer = int(rest[1:])
-                    src, pf, vf = latest[layer]
-                    add_data(h, src, sink, (pf if kind == "params" else vf, port), made_by="deal_to_chains")
-                elif kind == "loss":  # the loss of a step (numbered within the window) as its first chain saw it
-                    add_data(h, first_loss[w.step0 + int(rest)], sink, ("loss", port), made_by="deal_to_chains")
-                else:
-                    src, field = producer_of(g, sink, port)
-                    add_data(h, src, sink, (field, port), made_by="deal_to_chains")
-        return h
+        return deal(g, model, lambda step: [(c, c, {}) for c in self.chains_at(step, model.n_layers)], "deal_to_chains")
 
     # --- pass 2 ---
     def insert_syncs(self, g: nx.DiGraph, model: MLP) -> nx.DiGraph:
@@ -205,6 +160,65 @@ class LayerLocal(IntervalSchedule):
             if d["kind"] == "update":
                 d["lr_scale"] = self.staleness_scale(d["step"], self.interval_start(d["step"], w))
         return g
+
+
+ChainAssignment = Callable[[int], list[tuple[int, int, dict[str, Any]]]]
+
+
+def deal(g: nx.DiGraph, model: MLP, assign: ChainAssignment, made_by: str) -> nx.DiGraph:
+    """Replace each step's ops by layer chains that read the latest version of every layer (an exact pass).
+
+    ``assign(step)`` gives ``(chain, layer, attrs)`` for every chain that trains on the step: chain
+    ``chain`` runs the forward, the backward down to ``layer`` and the update of ``layer``; its
+    ops get ``attrs`` and the key suffix ``:c{chain}``.
+    """
+    w: Window = g.graph["window"]
+    L = model.n_layers
+    h = nx.DiGraph(**g.graph)
+    for key, d in g.nodes(data=True):
+        if d["kind"] not in CHAIN_KINDS:
+            h.add_node(key, **d)
+    inp = op_key("input", step=w.step0)
+    latest = {j: (inp, f"params/L{j}", f"velocity/L{j}") for j in range(1, L + 1)}
+    first_loss: dict[int, str] = {}
+    ops_of_step: dict[int, list[str]] = {}
+    for key, d in g.nodes(data=True):
+        if d["kind"] in CHAIN_KINDS:
+            ops_of_step.setdefault(d["step"], []).append(key)
+    for step in range(w.step0, w.stop):
+        step_ops = ops_of_step[step]
+        updated = {}
+        for chain, c, attrs in assign(step):
+            kept = {k: _chain_key(k, chain) for k in step_ops if _in_chain(g.nodes[k], c)}
+            for k, new in kept.items():
+                d = dict(g.nodes[k], chain=chain, **attrs)
+                if d["kind"] == "backward" and d["layer"] == c:  # nothing below needs its input gradient
+                    d.update(input_grad=False, cost=model.layer_flops(c, g.graph["batch_size"]))
+                h.add_node(new, **d)
+            for k, new in kept.items():
+                for port, src, field in inputs_of(g, k):
+                    if src in kept:
+                        add_data(h, kept[src], new, (field, port), made_by=made_by)
+                    else:  # a weight read: the latest version of the layer, whoever made it
+                        layer = g.nodes[k]["layer"]
+                        source = latest[layer][1] if port == "params" else latest[layer][2]
+                        add_data(h, latest[layer][0], new, (source, port), made_by=made_by)
+            updated[c] = (op_key("update", layer=c, step=step, chain=chain), "params", "velocity")
+            first_loss.setdefault(step, op_key("loss", step=step, chain=chain))
+        latest.update(updated)  # versions made at this step are read from the next step on
+    for sink in [k for k, d in h.nodes(data=True) if d["kind"] in ("output", "eval")]:
+        for port, _, _ in inputs_of(g, sink):
+            kind, _, rest = port.partition("/")
+            if kind in ("params", "velocity"):
+                layer = int(rest[1:])
+                src, pf, vf = latest[layer]
+                add_data(h, src, sink, (pf if kind == "params" else vf, port), made_by=made_by)
+            elif kind == "loss":  # the loss of a step (numbered within the window) as its first chain saw it
+                add_data(h, first_loss[w.step0 + int(rest)], sink, ("loss", port), made_by=made_by)
+            else:
+                src, field = producer_of(g, sink, port)
+                add_data(h, src, sink, (field, port), made_by=made_by)
+    return h
 
 
 def _in_chain(d: dict[str, object], chain: int) -> bool:
