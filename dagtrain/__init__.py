@@ -14,7 +14,7 @@ from dagtrain.errors import ConfigError, CorruptStoreError, DagtrainError, DataE
 from dagtrain.model import MLP, Params
 from dagtrain.plan import Plan, compile  # noqa: A004 - dagtrain.compile is the public verb
 from dagtrain.result import TrainResult, load_weights
-from dagtrain.schedules import Adaptive, DelayedGradient, LayerLocal, LocalSGD, Schedule, Sync
+from dagtrain.schedules import Adaptive, DelayedGradient, Hybrid, LayerLocal, LocalSGD, Schedule, Sync
 
 __version__ = "0.1.0"
 
@@ -28,6 +28,7 @@ __all__ = [
     "Dataset",
     "DelayedGradient",
     "GraphError",
+    "Hybrid",
     "LayerLocal",
     "LocalSGD",
     "Params",

@@ -32,7 +32,8 @@ COMPARE_EXAMPLES = """examples:
   dagtrain compare                                  # the deep preset: Sync, LayerLocal and LocalSGD, 6 epochs
   dagtrain compare --schedules sync,layerlocal:10:sharded,localsgd:4:2 --epochs 3
   dagtrain compare --quick --out /tmp/compare       # one epoch: a first look
-schedules: sync, layerlocal:K[:shared|sharded[:DAMPING]], localsgd:K:REPLICAS, delayed:STAGES:MICROBATCHES[:nostash]
+schedules: sync, layerlocal:K[:shared|sharded[:DAMPING]], localsgd:K:REPLICAS, delayed:STAGES:MICROBATCHES[:nostash],
+          hybrid:K:MODE:K2:REPLICAS
 """
 
 SWEEP_EXAMPLES = """examples:

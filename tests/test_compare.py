@@ -22,6 +22,7 @@ def test_schedule_specs_parse_or_say_how_to_write_them() -> None:
     assert parse_schedule("layerlocal:10:sharded:0.1") == dt.LayerLocal(10, "sharded", damping=0.1)
     assert parse_schedule("localsgd:4:2") == dt.LocalSGD(4, 2)
     assert parse_schedule("delayed:2:3") == dt.DelayedGradient(2, 3)
+    assert parse_schedule("hybrid:10:sharded:20:2") == dt.Hybrid(dt.LayerLocal(10, "sharded"), dt.LocalSGD(20, 2))
     assert parse_schedule("delayed:2:3:nostash") == dt.DelayedGradient(2, 3, stashing=False)
     for bad in ("sgd", "localsgd:4", "layerlocal:ten", "sync:3", "layerlocal:10:sharded:lots", "delayed:2:3:x"):
         with pytest.raises(dt.ConfigError, match=f"cannot read schedule '{bad}'"):

@@ -30,8 +30,8 @@ def task_of(d: dict[str, Any], step0: int, segment_steps: int) -> str:
         return "out"
     if kind == "eval":
         return "eval" if d.get("part") is None else f"eval-p{d['part']}"
-    if kind == "sync":
-        return f"sync-s{d['step'] - step0}"
+    if kind == "sync":  # one replica's own sync (Hybrid) is its own task, so replicas never wait for each other
+        return f"sync-s{d['step'] - step0}" + (f"-r{d['replica']}" if d.get("replica") is not None else "")
     segment = (d["step"] - step0) // segment_steps
     if d.get("phase") is not None:  # a pipeline stage: its forward and its backward of a step are separate tasks
         return f"chain{d['chain']}-{d['phase']}{segment}"

@@ -7,7 +7,7 @@ first reached each accuracy target (95% and 97% by default) and its speed-up ove
 that target; the plot puts every run's accuracy-against-time curve on one axis.
 
 Schedules are named by short specs: ``sync``, ``layerlocal:K[:shared|sharded[:DAMPING]]``,
-``localsgd:K:REPLICAS``, ``delayed:STAGES:MICROBATCHES[:nostash]``.
+``localsgd:K:REPLICAS``, ``delayed:STAGES:MICROBATCHES[:nostash]``, ``hybrid:K:MODE:K2:REPLICAS``.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from dagtrain.model.mlp import MLP
 from dagtrain.plan import compile  # noqa: A004
 from dagtrain.schedules.base import Schedule
 from dagtrain.schedules.delayed import DelayedGradient
+from dagtrain.schedules.hybrid import Hybrid
 from dagtrain.schedules.layerlocal import LayerLocal
 from dagtrain.schedules.localsgd import LocalSGD
 from dagtrain.schedules.sync import Sync
@@ -40,7 +41,7 @@ DEFAULT_TARGETS = (0.95, 0.97)
 
 def parse_schedule(spec: str) -> Schedule:
     """A schedule from its short spec: ``sync``, ``layerlocal:K[:MODE[:DAMPING]]``, ``localsgd:K:REPLICAS``,
-    ``delayed:STAGES:MICROBATCHES[:nostash]``."""
+    ``delayed:STAGES:MICROBATCHES[:nostash]``, ``hybrid:K:MODE:K2:REPLICAS``."""
     name, *args = spec.strip().lower().split(":")
     numbers = [int(a) for a in args if a.isdigit()]
     if name == "sync" and not args:
@@ -51,10 +52,13 @@ def parse_schedule(spec: str) -> Schedule:
             return LayerLocal(numbers[0], args[1] if len(args) > 1 else "shared", damping=damping)
     if name == "localsgd" and len(args) == 2 and len(numbers) == 2:
         return LocalSGD(numbers[0], numbers[1])
+    if name == "hybrid" and len(args) == 4 and args[0].isdigit() and not args[1].isdigit() and len(numbers) == 3:
+        return Hybrid(LayerLocal(numbers[0], args[1]), LocalSGD(numbers[1], numbers[2]))
     if name == "delayed" and len(numbers) == 2 and (len(args) == 2 or args[2:] == ["nostash"]):
         return DelayedGradient(numbers[0], numbers[1], stashing=len(args) == 2)
     raise ConfigError(f"cannot read schedule {spec!r}; write sync, layerlocal:K[:shared|sharded[:DAMPING]], "
-                      "localsgd:K:REPLICAS or delayed:STAGES:MICROBATCHES[:nostash], e.g. layerlocal:10:sharded")
+                      "localsgd:K:REPLICAS, delayed:STAGES:MICROBATCHES[:nostash] or hybrid:K:MODE:K2:REPLICAS, "
+                      "e.g. layerlocal:10:sharded")
 
 
 def _number(text: str) -> float | None:

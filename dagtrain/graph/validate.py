@@ -12,7 +12,8 @@ Each violation is collected; one :class:`GraphError` lists them all, numbered by
 7. Every sync reads every layer, and each from that layer's last update before the sync
    (or, if the layer did not change since, from the previous sync or the window's input).
    A sync that averages replicas (attribute ``replicas``) reads each layer from each
-   replica, each from that replica's last update of the layer.
+   replica, each from that replica's last update of the layer; a sync of one replica
+   (attribute ``replica``) counts only that replica's updates.
 """
 
 from __future__ import annotations
@@ -95,13 +96,15 @@ def _check_syncs(g: nx.DiGraph, feeders: dict[str, dict[str, list[str]]]) -> lis
     by_replica: dict[tuple[int, int], list[tuple[int, str]]] = {}
     for layer, found in updates.items():
         for step, key in found:
-            by_replica.setdefault((layer, g.nodes[key].get("chain")), []).append((step, key))
+            node = g.nodes[key]
+            by_replica.setdefault((layer, node.get("replica", node.get("chain"))), []).append((step, key))
     problems = []
     for step, sync in sorted(syncs):
-        replicas = g.nodes[sync].get("replicas")
+        replicas, own = g.nodes[sync].get("replicas"), g.nodes[sync].get("replica")
         for layer in range(1, n_layers + 1):
             for replica in range(1, replicas + 1) if replicas else (None,):
                 port = f"params/L{layer}" if replica is None else f"params/L{layer}/r{replica}"
+                replica = replica or own  # a replica's own sync reads only that replica's updates
                 fed = feeders[sync].get(port)
                 if not fed:
                     problems.append(f"rule 7 (syncs): {sync} does not read layer {layer}"

@@ -3,8 +3,9 @@
 from dagtrain.schedules.adaptive import Adaptive
 from dagtrain.schedules.base import Schedule
 from dagtrain.schedules.delayed import DelayedGradient
+from dagtrain.schedules.hybrid import Hybrid
 from dagtrain.schedules.layerlocal import LayerLocal
 from dagtrain.schedules.localsgd import LocalSGD
 from dagtrain.schedules.sync import Sync
 
-__all__ = ["Adaptive", "DelayedGradient", "LayerLocal", "LocalSGD", "Schedule", "Sync"]
+__all__ = ["Adaptive", "DelayedGradient", "Hybrid", "LayerLocal", "LocalSGD", "Schedule", "Sync"]
