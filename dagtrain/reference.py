@@ -20,6 +20,7 @@ from dagtrain.data.store import Dataset
 from dagtrain.model.functional import Params, average_params, dense_backward, dense_forward, loss_and_grad, sgd_update
 from dagtrain.model.mlp import MLP
 from dagtrain.schedules.delayed import DelayedGradient
+from dagtrain.schedules.hybrid import Hybrid
 from dagtrain.schedules.layerlocal import LayerLocal
 from dagtrain.schedules.localsgd import LocalSGD
 
@@ -235,4 +236,63 @@ def train_reference_delayed(
                 if grad_in is not None:
                     grad = grad_in
                 params[i], velocity[i] = sgd_update(params[i], velocity[i], grads, lr, momentum)
+        return params
+
+
+def train_reference_hybrid(
+    model: MLP,
+    data: Dataset,
+    schedule: Hybrid,
+    *,
+    batch_size: int = 128,
+    epochs: int = 1,
+    lr: float = 0.05,
+    momentum: float = 0.0,
+    seed: int | None = None,
+) -> list[Params]:
+    """Hybrid as a plain loop: R replicas take the steps in turn; inside each, LayerLocal chains.
+
+    Every ``local.k`` steps a replica's chains merge into its snapshot; every ``replicas.k``
+    steps (and at each epoch's end) all chains are averaged over the replicas. Intervals
+    restart each epoch.
+    """
+    with threadpool_limits(limits=1, user_api="blas"):
+        x_all, y_all = data.read_split("train")
+        seed = model.seed if seed is None else seed
+        n, L, R = len(y_all), model.n_layers, schedule.replicas.replicas
+        k, k2 = schedule.local.k, schedule.replicas.k
+        acts = [model.layer_activation(layer) for layer in range(1, L + 1)]
+        per_epoch = steps_per_epoch(n, batch_size)
+        params: list[Params] = model.init_params()
+        velocity: list[Params | None] = [None] * L
+        for epoch in range(epochs):
+            order = epoch_order(n, data.chunk_size, seed, epoch)
+            own: dict[tuple[int, int], tuple[Params, Params | None]] = {}  # (replica, layer) -> since the average
+            snapshot = {r: list(params) for r in range(1, R + 1)}
+            for a in range(0, per_epoch, k):
+                b = min(a + k, per_epoch)
+                for batch in range(a, b):
+                    step = epoch * per_epoch + batch
+                    r = schedule.replicas.replica_of(step)
+                    idx = order[batch * batch_size : (batch + 1) * batch_size]
+                    for c in schedule.local.chains_at(step // R, L):
+                        mine, v = own.get((r, c), (params[c - 1], velocity[c - 1]))
+                        weights = [mine if j == c else snapshot[r][j - 1] for j in range(1, L + 1)]
+                        logits, caches = forward_all(weights, acts, x_all[idx])
+                        _, grad = loss_and_grad(logits, y_all[idx], model.loss)
+                        for i in range(L - 1, c - 2, -1):
+                            grads, grad_in = dense_backward(weights[i], caches[i], grad, acts[i], need_input_grad=i > c - 1)
+                            if grad_in is not None:
+                                grad = grad_in
+                        own[(r, c)] = sgd_update(mine, v, grads, lr, momentum)
+                latest = {(r, j): own.get((r, j), (params[j - 1], velocity[j - 1]))
+                          for r in range(1, R + 1) for j in range(1, L + 1)}
+                if b % k2 == 0 or b == per_epoch:
+                    averaged = [average_params([latest[(r, j)][0] for r in range(1, R + 1)]) for j in range(1, L + 1)]
+                    params = [p for p in averaged if p is not None]
+                    velocity = [average_params([latest[(r, j)][1] for r in range(1, R + 1)]) for j in range(1, L + 1)]
+                    own.clear()
+                    snapshot = {r: list(params) for r in range(1, R + 1)}
+                else:
+                    snapshot = {r: [latest[(r, j)][0] for j in range(1, L + 1)] for r in range(1, R + 1)}
         return params

@@ -62,3 +62,14 @@ def test_hybrid_runs_deterministically_and_learns(blobs: dt.Dataset) -> None:
 def test_bad_settings_are_refused(bad: dict[str, object], match: str) -> None:
     with pytest.raises(dt.ConfigError, match=match):
         dt.Hybrid(**bad)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("hybrid", [dt.Hybrid(dt.LayerLocal(3, "sharded"), dt.LocalSGD(6, 2)),
+                                    dt.Hybrid(dt.LayerLocal(2, "shared"), dt.LocalSGD(8, 2))], ids=str)
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
+def test_graph_equals_the_plain_hybrid_loop(blobs: dt.Dataset, hybrid: dt.Hybrid, momentum: float) -> None:
+    from dagtrain.reference import train_reference_hybrid
+
+    kw = {**KW, "momentum": momentum}
+    result = dt.compile(MODEL, blobs, hybrid, **kw).run("threads")
+    assert weights_equal(result.weights, train_reference_hybrid(MODEL, blobs, hybrid, **kw))
