@@ -9,7 +9,11 @@ against that round's numpy loop and that round's Sync on one worker.
 
 "formula" is the seed's predicted speed-up over Sync, ``T_seq / (T_seq / min(L, W) + syncs * t_sync)``
 with ``T_seq`` this round's Sync time and ``t_sync`` the run's measured sync gaps; "cost
-model" is ``plan.analyze(workers=W).predicted_seconds``, fixed before anything runs.
+model" is ``plan.analyze(workers=W).predicted_seconds``, fixed before anything runs: "ideal"
+with the default CostModel (no contention, longest path first), "as run" with the
+contention of two threads measured by ``measure_contention`` on one training step of the
+model (not on these runs) and ready tasks taken in arbitrary order, as Dask's local
+schedulers do with a window's symmetric chains.
 """
 
 from __future__ import annotations
@@ -18,15 +22,20 @@ import argparse
 import io
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from threadpoolctl import threadpool_limits
+
 import dagtrain as dt
 from benchmarks.common import machine_line
+from dagtrain.analysis.predict import CostModel, measure_contention
 from dagtrain.data.atomic import atomic_write
 from dagtrain.data.batches import BATCHES
 from dagtrain.experiments.sweep import sync_gaps
-from dagtrain.reference import train_reference
+from dagtrain.model.functional import dense_backward, loss_and_grad, sgd_update
+from dagtrain.reference import forward_all, train_reference
 
 Row = tuple[float, float, float, float, float]  # wall s, speed-ups over the loop, over Sync-1, formula's; chain GFLOP/s
 
@@ -47,8 +56,13 @@ def main() -> None:
     runs += [(dt.LayerLocal(int(k), mode), workers) for mode in ("sharded", "shared")
              for k in args.intervals.split(",") for workers in (1, 2)]
     plans = {s: dt.compile(model, data, s, **kw) for s, _ in runs}
+    with threadpool_limits(limits=1, user_api="blas"):
+        contention = measure_contention(training_step(model, arrays, kw["batch_size"], kw["lr"]))
+    as_run = CostModel(contention=contention, ready_order="arbitrary")
     predicted = {(s, w): plans[s].analyze(workers=w).predicted_seconds for s, w in runs}
     predicted[(dt.Sync(), 1)] = sync.analyze(workers=1).predicted_seconds
+    predicted_as_run = {(s, w): plans[s].analyze(workers=w, cost=as_run).predicted_seconds for s, w in runs}
+    predicted_as_run[(dt.Sync(), 1)] = predicted[(dt.Sync(), 1)]
     rows: dict[tuple[dt.Schedule, int], list[Row]] = {(dt.Sync(), 1): [], **{r: [] for r in runs}}
     loop: list[float] = []
 
@@ -83,10 +97,12 @@ def main() -> None:
                                        chain_gflops(plans[s], result)))
     samples = data.size("train")
     print(f"# Parallel speed-up, {args.rounds} rounds\n\n{machine_line()}\n")
-    print(f"numpy loop (1 core): median {samples / statistics.median(loop):,.0f} samples/s\n")
+    print(f"numpy loop (1 core): median {samples / statistics.median(loop):,.0f} samples/s; "
+          f"contention of two threads on one training step: {contention:.3f}\n")
     print("| schedule | workers | median samples/s | speed-up over numpy loop | over Sync, 1 worker | "
-          "seed's formula | cost model predicts s | measured / cost model | chain GFLOP/s per worker |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+          "seed's formula | cost model (ideal) s | measured / ideal | cost model (as run) s | measured / as run | "
+          "chain GFLOP/s per worker |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     medians: dict[str, float] = {"numpy loop, 1": samples / statistics.median(loop)}
     for (s, workers), values in rows.items():
         wall = statistics.median(v[0] for v in values)
@@ -94,10 +110,29 @@ def main() -> None:
         print(f"| {s} | {workers} | {samples / wall:,.0f} | {statistics.median(v[1] for v in values):.2f}x | "
               f"{statistics.median(v[2] for v in values):.2f}x | {statistics.median(v[3] for v in values):.2f}x | "
               f"{predicted[(s, workers)]:.3f} | {wall / predicted[(s, workers)]:.2f} | "
+              f"{predicted_as_run[(s, workers)]:.3f} | {wall / predicted_as_run[(s, workers)]:.2f} | "
               f"{statistics.median(v[4] for v in values):.1f} |".replace("nan", "-"), flush=True)
     if args.plot is not None:
         plot(medians, args.plot)
         print(f"\nplot: {args.plot}")
+
+
+def training_step(model: dt.MLP, arrays: tuple[Any, Any], batch_size: int, lr: float) -> Callable[[], None]:
+    """One SGD step of ``model`` on a fixed batch, on its own copy of the weights (for measure_contention)."""
+    x, y = arrays[0][:batch_size], arrays[1][:batch_size]
+    acts = [model.layer_activation(j) for j in range(1, model.n_layers + 1)]
+    initial = model.init_params()
+
+    def step() -> None:
+        params = list(initial)
+        logits, caches = forward_all(params, acts, x)
+        _, grad = loss_and_grad(logits, y, model.loss)
+        for i in range(model.n_layers - 1, -1, -1):
+            grads, grad_in = dense_backward(params[i], caches[i], grad, acts[i], need_input_grad=i > 0)
+            grad = grad_in if grad_in is not None else grad
+            params[i], _ = sgd_update(params[i], None, grads, lr, 0.0)
+
+    return step
 
 
 def plot(medians: dict[str, float], path: Path) -> None:

@@ -18,7 +18,14 @@ import networkx as nx
 
 from dagtrain.analysis.draw import draw
 from dagtrain.analysis.explain import explain
-from dagtrain.analysis.predict import CostModel, critical_seconds, list_schedule, makespan, measured_durations
+from dagtrain.analysis.predict import (
+    CostModel,
+    critical_seconds,
+    list_schedule,
+    makespan,
+    measured_durations,
+    predicted_makespan,
+)
 from dagtrain.analysis.summary import Analysis, GraphStats, analyze
 from dagtrain.data.order import steps_per_epoch
 from dagtrain.data.store import Dataset
@@ -64,13 +71,14 @@ class Plan:
     max_steps: int | None
     segment_steps: int
     window_steps: int
+    eval_every: int | None = None
     _programs: dict[Hashable, WindowProgram] = field(default_factory=dict, repr=False)
 
     @property
     def windows(self) -> list[Window]:
         """The run's windows, in order."""
         return list(plan_windows(self.dataset.size("train"), self.config.batch_size, self.epochs,
-                                 self.max_steps, self.window_steps))
+                                 self.max_steps, self.window_steps, self.eval_every))
 
     @property
     def total_steps(self) -> int:
@@ -126,7 +134,7 @@ class Plan:
                 canonical = self.schedule.canonical_window(w, self.model)
                 tasks = fuse(self._build(canonical), canonical.step0, self.segment_steps)
                 measured = measured_durations(result.tasks, w.index) if result is not None else None
-                done[key] = (makespan(list_schedule(tasks, workers, cost, measured)), critical_seconds(tasks, cost, measured))
+                done[key] = (predicted_makespan(tasks, workers, cost, measured), critical_seconds(tasks, cost, measured))
             total += done[key][0]
             span += done[key][1]
         return total, span
@@ -284,12 +292,15 @@ def compile(  # noqa: A001 - the verb users expect, as in dask's and TensorFlow'
     seed: int | None = None,
     segment_steps: int | None = None,
     window_steps: int | None = None,
+    eval_every: int | None = None,
 ) -> Plan:
     """Compile training of ``model`` on ``data`` under ``schedule`` (default :class:`Sync`) into a Plan.
 
     ``seed`` fixes the batch order (default: the model's seed). ``max_steps`` stops early.
     ``segment_steps`` (steps fused into one Dask task) and ``window_steps`` (steps per
-    submitted graph) default to values sized from the model's flops.
+    submitted graph) default to values sized from the model's flops. The test split is
+    evaluated at every epoch's end and, with ``eval_every``, also every ``eval_every`` steps
+    into an epoch (a multiple of the schedule's sync interval, so evaluations fall on syncs).
     """
     if not isinstance(model, MLP):
         raise ConfigError(f"model must be a dagtrain.MLP, got {type(model).__name__}")
@@ -316,6 +327,12 @@ def compile(  # noqa: A001 - the verb users expect, as in dask's and TensorFlow'
         _positive_int("segment_steps", segment_steps, "16")
     if window_steps is not None:
         _positive_int("window_steps", window_steps, "256")
+    if eval_every is not None:
+        _positive_int("eval_every", eval_every, "100")
+        unit = schedule.align_window_steps(1)
+        if eval_every % unit:
+            raise ConfigError(f"eval_every = {eval_every} must be a multiple of {unit} steps under {schedule}, so that "
+                              f"every evaluation falls on a sync point; e.g. eval_every={unit * max(1, eval_every // unit)}")
     schedule.check(model, total_steps(data.size("train"), batch_size, epochs, max_steps))
     default_segment = max(1, math.ceil(DEFAULT_TASK_FLOPS / step_flops(model, batch_size)))
     segment_steps = schedule.segment_steps(segment_steps, default_segment)
@@ -325,4 +342,4 @@ def compile(  # noqa: A001 - the verb users expect, as in dask's and TensorFlow'
     segment_steps = min(segment_steps, window_steps)
     config = RunConfig(model=model, dataset=data, batch_size=batch_size, lr=float(lr), momentum=float(momentum),
                        seed=model.seed if seed is None else int(seed))
-    return Plan(model, data, schedule, config, epochs, max_steps, segment_steps, window_steps)
+    return Plan(model, data, schedule, config, epochs, max_steps, segment_steps, window_steps, eval_every)

@@ -6,7 +6,7 @@ import networkx as nx
 import pytest
 
 import dagtrain as dt
-from dagtrain.analysis.predict import CostModel, calibrate, list_schedule, makespan
+from dagtrain.analysis.predict import CostModel, calibrate, list_schedule, makespan, measure_contention, predicted_makespan
 
 MODEL = dt.MLP([12, 64, 64, 3], seed=0)
 
@@ -24,6 +24,58 @@ def test_list_schedule_golden() -> None:
     assert makespan(slots) == 4.0
     assert makespan(list_schedule(tasks, 1, cost)) == 6.0
     assert makespan(list_schedule(tasks, 2, cost, measured={"c": 0.5})) == 2.0
+
+
+def _window_of_chains(costs: list[float]) -> nx.DiGraph:
+    """One LayerLocal-like window: chains of these flops, all feeding one sync."""
+    tasks = nx.DiGraph()
+    tasks.add_node("sync", cost=0.0)
+    for i, flops in enumerate(costs):
+        tasks.add_node(f"chain{i}", cost=flops)
+        tasks.add_edge(f"chain{i}", "sync")
+    return tasks
+
+
+def test_contention_stretches_only_tasks_that_run_beside_another() -> None:
+    cost = CostModel(flops_per_second=1e9, overhead=0.0, contention=1.5)
+    chains = _window_of_chains([2e9, 2e9])
+    assert makespan(list_schedule(chains, 2, cost)) == pytest.approx(3.0)  # both run together: 2 s * 1.5
+    assert makespan(list_schedule(chains, 1, cost)) == pytest.approx(4.0)  # one worker: never beside another
+    line = nx.path_graph(["a", "b", "c"], create_using=nx.DiGraph)
+    nx.set_node_attributes(line, 1e9, "cost")
+    assert makespan(list_schedule(line, 2, cost)) == pytest.approx(3.0)  # a chain of tasks: the second worker idles
+
+
+def test_arbitrary_ready_order_predicts_the_idle_of_a_badly_packed_window() -> None:
+    """Chains 3, 2, 2, 1 on two workers: longest first packs {3,1} {2,2} (4 s); a random order averages more."""
+    chains = _window_of_chains([3e9, 2e9, 2e9, 1e9])
+    best = CostModel(flops_per_second=1e9, overhead=0.0)
+    blind = CostModel(flops_per_second=1e9, overhead=0.0, ready_order="arbitrary", orders=64)
+    assert predicted_makespan(chains, 2, best) == pytest.approx(4.0)
+    assert 4.0 < predicted_makespan(chains, 2, blind) <= 5.0  # the worst order, {3,2} then {2,1}... ends at 5 s
+    assert predicted_makespan(chains, 1, blind) == pytest.approx(8.0)
+
+
+def test_cost_model_rejects_impossible_settings() -> None:
+    with pytest.raises(ValueError, match=r"contention = 0\.5 must be >= 1\.0"):
+        CostModel(contention=0.5)
+    with pytest.raises(ValueError, match="ready_order = 'fifo'"):
+        CostModel(ready_order="fifo")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="flops_per_second > 0"):
+        CostModel(flops_per_second=0.0)
+
+
+def test_measure_contention_tells_gil_bound_work_from_work_that_releases_it() -> None:
+    """Sleeping releases the GIL (two threads overlap: ~1.0); a pure-Python loop holds it (two threads take ~2x)."""
+    import time
+
+    def holds_gil() -> None:
+        total = 0
+        for i in range(20_000):
+            total += i
+
+    assert measure_contention(lambda: time.sleep(0.002), seconds=0.05) < 1.3
+    assert measure_contention(holds_gil, seconds=0.1) > 1.5
 
 
 def test_analyze_predicts_layerlocal_faster_than_sync_on_two_workers(blobs: dt.Dataset) -> None:
