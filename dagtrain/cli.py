@@ -147,7 +147,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     model = MLP(layers, activation=args.activation, loss=args.loss, seed=args.seed)
     schedule = _schedule_from_args(args)
     plan = compile(model, data, schedule, batch_size=args.batch_size, epochs=args.epochs, lr=args.lr,
-                   momentum=args.momentum, max_steps=args.max_steps)
+                   momentum=args.momentum, max_steps=args.max_steps, eval_every=args.eval_every)
     if not args.json:
         print(plan.summary())
     with scheduler_from_args(args) as scheduler:
@@ -194,8 +194,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from dagtrain.experiments.compare import compare, markdown_table, save
 
     data = mnist(source=args.mnist_source)
-    overrides = {name: getattr(args, name) for name in ("epochs", "batch_size", "lr", "momentum", "seed", "max_steps")
-                 if getattr(args, name) is not None}
+    overrides = {name: getattr(args, name) for name in ("epochs", "batch_size", "lr", "momentum", "seed", "max_steps",
+                                                        "eval_every") if getattr(args, name) is not None}
     if args.quick:  # one epoch: a first look, and what CI runs
         overrides.setdefault("epochs", 1)
     say = None if args.json or args.quiet else (lambda text: print(f"  running {text}", file=sys.stderr, flush=True))
@@ -301,6 +301,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--momentum", type=float, default=0.9)
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--max-steps", type=int, default=None, help="stop after this many steps")
+    train.add_argument("--eval-every", type=int, default=None,
+                       help="also evaluate every N steps (a multiple of --k under LayerLocal/LocalSGD)")
     train.add_argument("--data", help="a dataset store written by dagtrain.to_zarr (default: MNIST)")
     train.add_argument("--out", help="where to save the weights (zarr; default: in the cache directory)")
     train.add_argument("--checkpoint", help="write a checkpoint (zarr, atomically) at window ends, at syncs")
@@ -344,6 +346,8 @@ def build_parser() -> argparse.ArgumentParser:
     for name, kind in (("epochs", int), ("batch-size", int), ("lr", float), ("momentum", float), ("seed", int),
                        ("max-steps", int)):
         cmp.add_argument(f"--{name}", type=kind, default=None, help=f"override the preset's {name}")
+    cmp.add_argument("--eval-every", type=int, default=None,
+                     help="also evaluate every N steps (rounded up to each schedule's sync interval); default: epoch ends")
     cmp.add_argument("--quick", action="store_true", help="one epoch (unless --epochs): a first look")
     cmp.add_argument("--out", help="results folder (default: results/compare)")
     _add_run_arguments(cmp, "threads (default), processes, or tcp://HOST:PORT of a dask scheduler")

@@ -23,10 +23,12 @@ class TrainResult:
     """The outcome of ``plan.run()``.
 
     ``weights`` holds one :class:`~dagtrain.model.Params` ``(W, b)`` per layer.
-    ``history`` holds one row per evaluated epoch: ``epoch``, ``step``, ``train_loss``
-    (mean over the epoch's batches), ``test_loss``, ``test_accuracy`` and ``seconds``
-    since the start of the run. ``tasks`` records when and on which worker each Dask task
-    ran (:class:`~dagtrain.execute.trace.TaskRecord`).
+    ``history`` holds one row per evaluation (each epoch's end, and every ``eval_every``
+    steps if the plan was compiled with it): ``epoch`` (epochs done, a fraction between
+    epoch ends), ``step``, ``train_loss`` (mean over the batches since the previous row),
+    ``test_loss``, ``test_accuracy`` and ``seconds`` since the start of the run.
+    ``tasks`` records when and on which worker each Dask task ran
+    (:class:`~dagtrain.execute.trace.TaskRecord`).
     """
 
     weights: list[Params]

@@ -106,3 +106,27 @@ def test_memory_stays_flat_over_epochs(blobs: dt.Dataset) -> None:
 
     short, long = peak(10), peak(30)
     assert long < 1.1 * short, (short, long)
+
+
+def test_eval_every_adds_evaluations_without_changing_training(blobs: dt.Dataset) -> None:
+    """19 steps an epoch, evaluated every 5: at steps 5, 10, 15 and the epoch's end; the weights are untouched."""
+    model = dt.MLP([12, 8, 3], seed=0)
+    for schedule, every in ((dt.Sync(), 5), (dt.LayerLocal(4, "sharded"), 8)):
+        plain = dt.compile(model, blobs, schedule, batch_size=32, epochs=2).run("sync")
+        often = dt.compile(model, blobs, schedule, batch_size=32, epochs=2, eval_every=every).run("sync")
+        points = [s for s in range(1, 20) if s % every == 0 or s == 19]
+        assert [row["step"] for row in often.history] == points + [19 + s for s in points]
+        assert [row["epoch"] for row in often.history][len(points) - 1:len(points) + 1] == [1, round(1 + points[0] / 19, 4)]
+        assert [row["test_accuracy"] for row in often.history][len(points) - 1] == plain.history[0]["test_accuracy"]
+        assert all(np.array_equal(a.W, b.W) for a, b in zip(plain.weights, often.weights, strict=True))
+        assert all(0 <= row["test_accuracy"] <= 1 and row["seconds"] > 0 for row in often.history)
+
+
+def test_eval_every_must_fall_on_sync_points(blobs: dt.Dataset) -> None:
+    with pytest.raises(dt.ConfigError, match=r"eval_every = 6 must be a multiple of 4 steps under LayerLocal.*eval_every=4"):
+        dt.compile(dt.MLP([12, 3]), blobs, dt.LayerLocal(4), eval_every=6)
+    with pytest.raises(dt.ConfigError, match="eval_every = 0 must be a positive integer"):
+        dt.compile(dt.MLP([12, 3]), blobs, eval_every=0)
+    from dagtrain.experiments.compare import eval_points
+
+    assert eval_points(dt.LayerLocal(10), 25) == 30 and eval_points(dt.Sync(), 25) == 25 and eval_points(dt.Sync(), None) is None

@@ -51,6 +51,8 @@ def fingerprint(plan: Plan) -> dict[str, Any]:
         "schedule": str(plan.schedule), "data": [str(plan.dataset.path), plan.dataset.split_sizes],
         "batch_size": cfg.batch_size, "lr": cfg.lr, "momentum": cfg.momentum, "seed": cfg.seed,
         "window_steps": plan.window_steps}))  # through JSON: tuples become lists, as when read back
+    if plan.eval_every is not None:  # only when set, so checkpoints written before the option still match
+        found["eval_every"] = plan.eval_every
     return found
 
 

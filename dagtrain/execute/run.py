@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from dagtrain.data.order import steps_per_epoch
 from dagtrain.execute.checkpoint import Checkpoint, fingerprint, load_checkpoint, save_checkpoint
 from dagtrain.execute.lower import dask_key, lower
 from dagtrain.execute.place import chain_workers, placed_graph
@@ -39,6 +40,7 @@ def execute(plan: Plan, scheduler: Any = None, *,
         done, samples = saved.step, saved.samples
         windows = [w for w in windows if w.step0 >= saved.step]
     n_train = plan.dataset.size("train")
+    per_epoch = steps_per_epoch(n_train, cfg.batch_size)
     programs = [plan.program(w) for w in windows]  # built once per window shape, before the clock starts
     with open_scheduler(scheduler, blas_threads=blas_threads) as sched, sched.trace() as tasks:
         costs = plan.chain_costs()
@@ -70,7 +72,7 @@ def execute(plan: Plan, scheduler: Any = None, *,
             info: dict[str, Any] = {"epoch": w.epoch, "loss": epoch_losses[-1]}
             if program.eval_key:
                 metrics = results[1][(program.eval_key, "metrics")]
-                row = {"epoch": w.epoch + 1, "step": w.stop,
+                row = {"epoch": epochs_done(w, per_epoch), "step": w.stop,
                        "train_loss": sum(epoch_losses) / len(epoch_losses),
                        "test_loss": metrics.get("loss"), "test_accuracy": metrics.get("accuracy"),
                        "seconds": time.perf_counter() - start}
@@ -94,6 +96,12 @@ def execute(plan: Plan, scheduler: Any = None, *,
                                                    "resubmitted_windows": resubmitted,
                                                    "sync_steps": plan.sync_steps(),
                                                    "schedule": str(plan.schedule)})
+
+
+def epochs_done(w: Window, per_epoch: int) -> int | float:
+    """Epochs completed at the end of window ``w``: a whole number at an epoch's end, else a fraction (4 decimals)."""
+    done = w.epoch + (w.batch0 + w.n_steps) / per_epoch
+    return int(done) if done == int(done) else round(done, 4)
 
 
 def run_pinned(client: Any, graph: Callable[[int], tuple[dict[str, Any], list[str]]], n_chains: int,

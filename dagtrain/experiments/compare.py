@@ -86,6 +86,14 @@ def time_to(curve: Sequence[tuple[float, float]], target: float) -> float | None
     return next((t for t, acc in curve if acc >= target), None)
 
 
+def eval_points(schedule: Schedule, every: int | None) -> int | None:
+    """``every`` rounded up to a multiple of ``schedule``'s sync interval (its window alignment), or None."""
+    if every is None:
+        return None
+    unit = schedule.align_window_steps(1)
+    return -(-every // unit) * unit
+
+
 def compare(
     data: Dataset,
     schedules: Sequence[str | Schedule] = DEFAULT_SCHEDULES,
@@ -98,7 +106,10 @@ def compare(
 ) -> CompareResult:
     """Train each schedule with the preset's settings on ``scheduler`` (default: threads); rows and curves.
 
-    Sync always runs (first) as the baseline of the speed-ups, even if not listed.
+    Sync always runs (first) as the baseline of the speed-ups, even if not listed. With
+    ``eval_every=N`` (a setting) each run also evaluates every N steps, rounded up to a
+    multiple of its schedule's sync interval: finer time-to-accuracy, and every curve pays
+    the same extra evaluation time.
     """
     if preset not in PRESETS:
         raise ConfigError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
@@ -113,7 +124,8 @@ def compare(
     parsed = [Sync()] + [s for s in parsed if s != Sync()]
     model = MLP(settings.sizes, activation=settings.activation, loss=settings.loss, seed=settings.seed)
     plans = [compile(model, data, s, batch_size=settings.batch_size, epochs=settings.epochs, lr=settings.lr,
-                     momentum=settings.momentum, max_steps=settings.max_steps, seed=settings.seed) for s in parsed]
+                     momentum=settings.momentum, max_steps=settings.max_steps, seed=settings.seed,
+                     eval_every=eval_points(s, settings.eval_every)) for s in parsed]
     say = progress or (lambda _: None)
     rows: list[dict[str, Any]] = []
     curves: dict[str, list[tuple[float, float]]] = {}

@@ -48,6 +48,7 @@ class Settings:
     seed: int = 0
     max_steps: int | None = None
     damping: float = 0.0  # LayerLocal's staleness correction (0: none, the seed's algorithm)
+    eval_every: int | None = None  # compare: also evaluate every this many steps (rounded up to a schedule's interval)
 
 
 PRESETS = {
