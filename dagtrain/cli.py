@@ -221,6 +221,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     data = mnist(source=args.mnist_source)
     overrides = {name: getattr(args, name) for name in ("epochs", "batch_size", "lr", "momentum", "seed", "max_steps",
                                                         "damping") if getattr(args, name) is not None}
+    if args.compensate:
+        overrides["compensate"] = True
     if args.quick:  # a few thousand samples: for CI and a first look
         overrides.setdefault("max_steps", max(1, 4000 // PRESETS[args.preset].batch_size))
     if args.layers:
@@ -333,6 +335,8 @@ def build_parser() -> argparse.ArgumentParser:
         sw.add_argument(f"--{name}", type=kind, default=None, help=f"override the preset's {name}")
     sw.add_argument("--damping", type=float, default=None,
                     help="LayerLocal staleness correction: lr / (1 + DAMPING * steps since the sync) (default 0)")
+    sw.add_argument("--compensate", action="store_true",
+                    help="LayerLocal delay compensation: read other layers as W - n * lr * v (needs --momentum > 0)")
     sw.add_argument("--quick", action="store_true", help="only the first ~4000 samples (unless --max-steps)")
     sw.add_argument("--out", help="results folder (default: results/<preset>)")
     _add_run_arguments(sw, "where LayerLocal runs: threads (default), processes, or tcp://HOST:PORT")

@@ -317,6 +317,9 @@ def compile(  # noqa: A001 - the verb users expect, as in dask's and TensorFlow'
         raise ConfigError(f"lr = {lr!r} must be a positive finite number, e.g. lr=0.05")
     if not isinstance(momentum, (int, float)) or not 0 <= momentum < 1:
         raise ConfigError(f"momentum = {momentum!r} must be in [0, 1), e.g. momentum=0.9")
+    if getattr(schedule, "compensate", False) and momentum == 0:
+        raise ConfigError(f"{schedule} predicts the other layers from their momentum, and momentum = 0 gives it none; "
+                          "set momentum (e.g. momentum=0.9) or compensate=False")
     if model.n_features != data.n_features:
         raise ConfigError(f"the model takes {model.n_features} inputs but the data at {data.path} has "
                           f"{data.n_features} features; make the first size {data.n_features}")

@@ -17,7 +17,15 @@ from threadpoolctl import threadpool_limits
 
 from dagtrain.data.order import epoch_order, steps_per_epoch
 from dagtrain.data.store import Dataset
-from dagtrain.model.functional import Params, average_params, dense_backward, dense_forward, loss_and_grad, sgd_update
+from dagtrain.model.functional import (
+    Params,
+    average_params,
+    dense_backward,
+    dense_forward,
+    loss_and_grad,
+    predict_params,
+    sgd_update,
+)
 from dagtrain.model.mlp import MLP
 from dagtrain.schedules.delayed import DelayedGradient
 from dagtrain.schedules.hybrid import Hybrid
@@ -95,11 +103,13 @@ def train_reference_layerlocal(
     seed: int | None = None,
     on_sync: Callable[[int, list[Params]], None] | None = None,
     k_at: Callable[[int], int] | None = None,
+    syncs: Sequence[int] | None = None,
 ) -> list[Params]:
     """LayerLocal as a plain loop: intervals of ``schedule.k`` steps (restarting each epoch), one chain per layer.
 
     ``on_sync(step, params)`` is called with the merged weights after every sync.
     ``k_at(epoch)``: a different interval per epoch (as :class:`~dagtrain.schedules.adaptive.Adaptive` chooses).
+    ``syncs``: the run's sync steps, any spacing (as Adaptive on drift chose them); each epoch's end must be one.
     """
     with threadpool_limits(limits=1, user_api="blas"):
         x_all, y_all = data.read_split("train")
@@ -113,15 +123,25 @@ def train_reference_layerlocal(
         for epoch in range(epochs):
             order = epoch_order(n, data.chunk_size, seed, epoch)
             k = schedule.k if k_at is None else k_at(epoch)
-            for a in range(0, per_epoch, k):
-                snapshot, own = list(params), list(params)
-                for b in range(a, min(a + k, per_epoch)):
+            if syncs is None:
+                ends = [min(a + k, per_epoch) for a in range(0, per_epoch, k)]
+            else:
+                ends = [s - epoch * per_epoch for s in syncs if epoch * per_epoch < s <= (epoch + 1) * per_epoch]
+            for a, interval_end in zip([0, *ends[:-1]], ends, strict=True):
+                snapshot, own, momentum_at_snapshot = list(params), list(params), list(velocity)
+                for b in range(a, interval_end):
                     step = epoch * per_epoch + b
                     if step >= total:
                         break
                     idx = order[b * batch_size : (b + 1) * batch_size]
                     for c in schedule.chains_at(step, L):  # chain c trains layer c (0-based c - 1)
                         weights = [own[j] if j == c - 1 else snapshot[j] for j in range(L)]
+                        if schedule.compensate:  # read each other layer where its momentum takes it by now
+                            for j in range(L):
+                                missed = schedule.missed_updates(j + 1, epoch * per_epoch + a, step, L)
+                                v = momentum_at_snapshot[j]
+                                if j != c - 1 and missed and v is not None:
+                                    weights[j] = predict_params(snapshot[j], v, missed * lr)
                         logits, caches = forward_all(weights, acts, x_all[idx])
                         _, grad = loss_and_grad(logits, y_all[idx], model.loss)
                         for i in range(L - 1, c - 2, -1):
@@ -131,7 +151,7 @@ def train_reference_layerlocal(
                         scale = schedule.staleness_scale(b, a) if schedule.damping else 1.0
                         own[c - 1], velocity[c - 1] = sgd_update(own[c - 1], velocity[c - 1], grads, lr * scale, momentum)
                 params = own
-                end = min(epoch * per_epoch + min(a + k, per_epoch), total)
+                end = min(epoch * per_epoch + interval_end, total)
                 if on_sync is not None:
                     on_sync(end, params)
                 if end >= total:

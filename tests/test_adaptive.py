@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
+from pathlib import Path
+
 import pytest
 
 import dagtrain as dt
@@ -52,3 +55,59 @@ def test_no_growth_is_the_inner_schedule_exactly(blobs: dt.Dataset) -> None:
 def test_bad_settings_are_refused(bad: dict[str, object], match: str) -> None:
     with pytest.raises(dt.ConfigError, match=match):
         dt.Adaptive(**bad)  # type: ignore[arg-type]
+
+
+def _drift_plan(blobs: dt.Dataset, drift: float) -> dt.Plan:
+    return dt.compile(MODEL, blobs, dt.Adaptive(dt.LayerLocal(2, "sharded"), growth=2, levels=2, drift=drift),
+                      window_steps=8, **KW)
+
+
+def test_on_drift_each_window_picks_k_by_the_rule_and_equals_the_loop_with_those_syncs(blobs: dt.Dataset) -> None:
+    """drift=0.03 on this data: k goes up (2 -> 4) while the weights settle, and back down when they move again."""
+    plan = _drift_plan(blobs, 0.03)
+    plan.validate()
+    result = plan.run("threads")
+    decisions = result.info["adaptive"]
+    assert len(decisions) == len(plan.windows) and decisions[0]["k"] == 2
+    schedule = plan.schedule
+    assert isinstance(schedule, dt.Adaptive)
+    for now, after in itertools.pairwise(decisions):  # each choice follows from the drift measured before it
+        level = {2: 0, 4: 1, 8: 2}[now["k"]]
+        assert after["k"] == schedule.k_of_level(schedule.next_level(level, now["drift"]))
+    ks = [d["k"] for d in decisions]
+    assert 4 in ks and any(a > b for a, b in itertools.pairwise(ks))  # it grew, and it also shrank
+    syncs = result.info["sync_steps"]
+    assert syncs != plan.sync_steps()  # the run chose other syncs than the plan's starting level
+    assert weights_equal(result.weights, train_reference_layerlocal(MODEL, blobs, dt.LayerLocal(2, "sharded"),
+                                                                    syncs=syncs, **KW))
+
+
+def test_on_drift_extremes_are_the_fixed_schedules(blobs: dt.Dataset) -> None:
+    """A threshold nothing stays under keeps k = 2 (LayerLocal(2) exactly); one nothing passes climbs to k = 8 and stays."""
+    never = _drift_plan(blobs, 1e-9).run("sync")
+    assert {d["k"] for d in never.info["adaptive"]} == {2}
+    assert weights_equal(never.weights, dt.compile(MODEL, blobs, dt.LayerLocal(2, "sharded"), window_steps=8, **KW)
+                         .run("sync").weights)
+    always = _drift_plan(blobs, 1e9).run("sync")
+    assert [d["k"] for d in always.info["adaptive"]][:4] == [2, 4, 8, 8]
+
+
+def test_on_drift_resumes_at_the_level_it_stopped(blobs: dt.Dataset, tmp_path: Path) -> None:
+    plan = _drift_plan(blobs, 0.03)
+    full = plan.run("sync")
+
+    def crash(done: int, total: int, info: dict[str, object]) -> None:
+        if done >= 64:
+            raise RuntimeError("stop")
+
+    with pytest.raises(RuntimeError, match="stop"):
+        plan.run("sync", checkpoint=tmp_path / "c.zarr", progress=crash)
+    resumed = plan.run("sync", resume=tmp_path / "c.zarr")
+    assert weights_equal(resumed.weights, full.weights)
+    assert resumed.info["adaptive"] == [d for d in full.info["adaptive"] if d["step"] >= 64]
+
+
+def test_bad_drift_is_refused() -> None:
+    with pytest.raises(dt.ConfigError, match=r"Adaptive drift = -0\.1 must be a positive number"):
+        dt.Adaptive(dt.LayerLocal(2), drift=-0.1)
+    assert str(dt.Adaptive(dt.LayerLocal(2), drift=0.01)).endswith("levels=3, drift=0.01)")

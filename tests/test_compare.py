@@ -20,6 +20,8 @@ def test_schedule_specs_parse_or_say_how_to_write_them() -> None:
     assert parse_schedule("LayerLocal:10:sharded") == dt.LayerLocal(10, "sharded")
     assert parse_schedule("layerlocal:5") == dt.LayerLocal(5, "shared")
     assert parse_schedule("layerlocal:10:sharded:0.1") == dt.LayerLocal(10, "sharded", damping=0.1)
+    assert parse_schedule("layerlocal:10:sharded:compensate") == dt.LayerLocal(10, "sharded", compensate=True)
+    assert parse_schedule("layerlocal:10:sharded:0.1:compensate") == dt.LayerLocal(10, "sharded", damping=0.1, compensate=True)
     assert parse_schedule("localsgd:4:2") == dt.LocalSGD(4, 2)
     assert parse_schedule("delayed:2:3") == dt.DelayedGradient(2, 3)
     assert parse_schedule("hybrid:10:sharded:20:2") == dt.Hybrid(dt.LayerLocal(10, "sharded"), dt.LocalSGD(20, 2))

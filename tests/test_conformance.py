@@ -63,6 +63,8 @@ def test_training_learns_and_records_history(scheduler: Any, blobs: dt.Dataset) 
 @pytest.mark.parametrize("schedule", [dt.LayerLocal(1, "shared"), dt.LayerLocal(4, "shared"), dt.LayerLocal(5, "sharded"),
                                       dt.LocalSGD(6, 2), dt.DelayedGradient(2, 2),
                                       dt.Adaptive(dt.LayerLocal(3, "sharded"), levels=1),
+                                      dt.Adaptive(dt.LayerLocal(2, "sharded"), levels=2, drift=0.03),
+                                      dt.LayerLocal(4, "sharded", damping=0.2, compensate=True),
                                       dt.Hybrid(dt.LayerLocal(3, "sharded"), dt.LocalSGD(6, 2))], ids=str)
 def test_concurrent_schedules_are_deterministic(scheduler: Any, schedule: dt.Schedule, blobs: dt.Dataset) -> None:
     """Chains run concurrently, yet the weights never depend on thread or worker timing."""

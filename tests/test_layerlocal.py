@@ -281,3 +281,33 @@ def test_staleness_damping_is_a_pass_that_scales_each_update(blobs: dt.Dataset) 
 def test_damping_must_be_a_finite_non_negative_number(bad: object) -> None:
     with pytest.raises(dt.ConfigError, match=r"damping = .* must be a finite number >= 0"):
         dt.LayerLocal(5, damping=bad)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("data", ["shared", "sharded"])
+def test_delay_compensation_predicts_stale_layers_from_their_momentum(blobs: dt.Dataset, data: str) -> None:
+    """compensate=True is one more pass; the graph equals the loop that predicts W - n * lr * v (and differs without it)."""
+    kw = {**KW, "momentum": 0.9}
+    predicted = dt.LayerLocal(5, data, compensate=True)
+    assert predicted.passes()[-1] == "predict_stale_weights" and str(predicted).endswith("compensate=True)")
+    g = predicted.build(MODEL, Window(0, 0, 0, 0, 10, evaluate=False), batch_size=4)
+    missed = 2 if data == "shared" else 1  # steps 5, 6 update layer 1 in shared mode; sharded: only step 6 (chain 6 % 3 + 1)
+    assert g.nodes["fwd:L1:s7:c2"]["predict_steps"] == missed
+    assert "predict_steps" not in g.nodes["fwd:L2:s7:c2"]  # a chain's own layer is never stale
+    first = "fwd:L1:s5:c2" if data == "shared" else "fwd:L1:s5:c3"
+    assert "predict_steps" not in g.nodes[first]  # the first step after a sync has missed nothing
+    plan = dt.compile(MODEL, blobs, predicted, **kw)
+    plan.validate()
+    result = plan.run("threads")
+    assert weights_equal(result.weights, train_reference_layerlocal(MODEL, blobs, predicted, **kw))
+    plain = dt.compile(MODEL, blobs, dt.LayerLocal(5, data), **kw).run("sync")
+    assert not weights_equal(result.weights, plain.weights)
+    # k = 1 shared: no update is ever missed, so it is still exactly Sync.
+    exact = dt.compile(MODEL, blobs, dt.LayerLocal(1, "shared", compensate=True), **kw).run("sync")
+    assert weights_equal(exact.weights, train_reference(MODEL, blobs, **kw))
+
+
+def test_delay_compensation_needs_momentum(blobs: dt.Dataset) -> None:
+    with pytest.raises(dt.ConfigError, match=r"momentum = 0 gives it none; set momentum"):
+        dt.compile(MODEL, blobs, dt.LayerLocal(5, compensate=True), momentum=0.0)
+    with pytest.raises(dt.ConfigError, match="compensate = 1 must be True or False"):
+        dt.LayerLocal(5, compensate=1)  # type: ignore[arg-type]

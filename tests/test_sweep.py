@@ -86,3 +86,14 @@ def test_sweep_with_staleness_damping_records_it(blobs: dt.Dataset, tmp_path: Pa
     paths = save(damped, tmp_path / "damped", command="pytest")
     assert "staleness damping 0.5" in paths["table.md"].read_text()
     assert json.loads(paths["settings.json"].read_text())["damping"] == 0.5
+
+
+def test_sweep_with_delay_compensation_records_it(blobs: dt.Dataset, tmp_path: Path) -> None:
+    plain = sweep(blobs, preset="deep", intervals=(8,), modes=("sharded",), batch_size=16, epochs=1, **BLOBS)
+    predicted = sweep(blobs, preset="deep", intervals=(8,), modes=("sharded",), batch_size=16, epochs=1, compensate=True,
+                      **BLOBS)
+    assert predicted.row("layerlocal", 8, "sharded")["train_loss"] != plain.row("layerlocal", 8, "sharded")["train_loss"]
+    assert predicted.row("sync-1")["train_loss"] == plain.row("sync-1")["train_loss"]
+    paths = save(predicted, tmp_path / "predicted", command="pytest")
+    assert "delay compensation (weight prediction)" in paths["table.md"].read_text()
+    assert json.loads(paths["settings.json"].read_text())["compensate"] is True

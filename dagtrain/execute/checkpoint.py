@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -41,6 +41,7 @@ class Checkpoint:
     epoch_losses: list[float]
     samples: int
     fingerprint: dict[str, Any]
+    schedule_state: dict[str, Any] = field(default_factory=dict)  # what a schedule chose during the run (Adaptive's level)
 
 
 def fingerprint(plan: Plan) -> dict[str, Any]:
@@ -68,7 +69,7 @@ def save_checkpoint(path: str | os.PathLike[str], ckpt: Checkpoint) -> Path:
                 root.create_array(f"velocity/L{layer}/b", data=np.asarray(v.b))
         root.attrs.update({"format": CHECKPOINT_FORMAT, "step": ckpt.step, "n_layers": len(ckpt.params),
                            "history": ckpt.history, "epoch_losses": ckpt.epoch_losses, "samples": ckpt.samples,
-                           "fingerprint": ckpt.fingerprint})
+                           "fingerprint": ckpt.fingerprint, "schedule_state": ckpt.schedule_state})
     return Path(path)
 
 
@@ -99,7 +100,7 @@ def load_checkpoint(path: str | os.PathLike[str], plan: Plan | None = None) -> C
             Params(np.asarray(root[f"velocity/L{i}/W"][...]), np.asarray(root[f"velocity/L{i}/b"][...]))
             if f"velocity/L{i}/W" in root else None for i in range(1, n + 1)]
         ckpt = Checkpoint(int(attrs["step"]), params, velocity, list(attrs["history"]), list(attrs["epoch_losses"]),
-                          int(attrs["samples"]), dict(attrs["fingerprint"]))
+                          int(attrs["samples"]), dict(attrs["fingerprint"]), dict(attrs.get("schedule_state", {})))
     except CorruptStoreError:
         raise
     except Exception as exc:

@@ -15,7 +15,15 @@ import numpy as np
 
 from dagtrain.data.batches import BATCHES
 from dagtrain.data.store import Dataset
-from dagtrain.model.functional import Params, average_params, dense_backward, dense_forward, loss_and_grad, sgd_update
+from dagtrain.model.functional import (
+    Params,
+    average_params,
+    dense_backward,
+    dense_forward,
+    loss_and_grad,
+    predict_params,
+    sgd_update,
+)
 from dagtrain.model.mlp import MLP
 
 
@@ -59,9 +67,18 @@ def op_load(ctx: OpContext, node: dict[str, Any], inputs: Inputs) -> Outputs:
     return {"x": x, "y": y}
 
 
+def weights_read(ctx: OpContext, node: dict[str, Any], inputs: Inputs) -> Params:
+    """The layer's weights as the op reads them: as given, or predicted ``predict_steps`` updates ahead from the momentum."""
+    steps = node.get("predict_steps")
+    if not steps or inputs.get("velocity") is None:
+        params: Params = inputs["params"]
+        return params
+    return predict_params(inputs["params"], inputs["velocity"], steps * ctx.config.lr)
+
+
 def op_forward(ctx: OpContext, node: dict[str, Any], inputs: Inputs) -> Outputs:
     """One dense layer forward."""
-    out, cache = dense_forward(inputs["params"], inputs["x"], ctx.config.model.layer_activation(node["layer"]))
+    out, cache = dense_forward(weights_read(ctx, node, inputs), inputs["x"], ctx.config.model.layer_activation(node["layer"]))
     return {"out": out, "cache": cache}
 
 
@@ -73,7 +90,7 @@ def op_loss(ctx: OpContext, node: dict[str, Any], inputs: Inputs) -> Outputs:
 
 def op_backward(ctx: OpContext, node: dict[str, Any], inputs: Inputs) -> Outputs:
     """One dense layer backward: weight gradients and (unless it is the lowest) the input gradient."""
-    grads, grad_in = dense_backward(inputs["params"], inputs["cache"], inputs["grad"],
+    grads, grad_in = dense_backward(weights_read(ctx, node, inputs), inputs["cache"], inputs["grad"],
                                     ctx.config.model.layer_activation(node["layer"]),
                                     need_input_grad=node.get("input_grad", True))
     return {"grads": grads, "grad_in": grad_in}

@@ -78,7 +78,7 @@ def compile_program(g: nx.DiGraph, tasks: nx.DiGraph, step0: int) -> WindowProgr
             d = g.nodes[key]
             attrs = {"layer": d["layer"], "rel_step": None if d["step"] is None else d["step"] - step0,
                      "input_grad": d.get("input_grad", True), "part": d.get("part"), "parts": d.get("parts"),
-                     "lr_scale": d.get("lr_scale", 1.0)}
+                     "lr_scale": d.get("lr_scale", 1.0), "predict_steps": d.get("predict_steps", 0)}
             instructions.append(Instruction(key, d["kind"], attrs, tuple(sorted(feeds[key])), tuple(frees_at.get(i, ()))))
         for key in ops:  # the runner reads the output and eval ops' results
             if g.nodes[key]["kind"] == "output":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from dagtrain.data.order import steps_per_epoch
@@ -15,6 +16,7 @@ from dagtrain.execute.program import WindowProgram
 from dagtrain.execute.schedulers import open_scheduler
 from dagtrain.graph.window import Window
 from dagtrain.result import TrainResult
+from dagtrain.schedules.adaptive import Adaptive
 
 if TYPE_CHECKING:
     from dagtrain.plan import Plan
@@ -41,7 +43,13 @@ def execute(plan: Plan, scheduler: Any = None, *,
         windows = [w for w in windows if w.step0 >= saved.step]
     n_train = plan.dataset.size("train")
     per_epoch = steps_per_epoch(n_train, cfg.batch_size)
+    adaptive = plan.schedule if isinstance(plan.schedule, Adaptive) and plan.schedule.on_drift else None
+    level = 0 if resume is None or adaptive is None else int(saved.schedule_state.get("level", 0))
     programs = [plan.program(w) for w in windows]  # built once per window shape, before the clock starts
+    if adaptive is not None:  # the run picks each window's level: every level's programs are built now
+        levelled = {(w.index, lv): plan.program(replace(w, level=lv)) for w in windows for lv in range(adaptive.levels + 1)}
+    decisions: list[dict[str, Any]] = []
+    sync_steps: list[int] = []
     with open_scheduler(scheduler, blas_threads=blas_threads) as sched, sched.trace() as tasks:
         costs = plan.chain_costs()
         resubmitted = syncs_since = 0
@@ -49,6 +57,10 @@ def execute(plan: Plan, scheduler: Any = None, *,
         placement = chain_workers(list(sched.addresses), chains, costs) if sched.addresses else {}
         start = time.perf_counter()
         for w, program in zip(windows, programs, strict=True):
+            if adaptive is not None:
+                w = replace(w, level=level)
+                program = levelled[(w.index, level)]
+            before = params
             state = {}
             for layer in range(1, L + 1):
                 state[(program.input_key, f"params/L{layer}")] = params[layer - 1]
@@ -68,6 +80,11 @@ def execute(plan: Plan, scheduler: Any = None, *,
             velocity = [out[(program.output_key, f"velocity/L{layer}")] for layer in range(1, L + 1)]
             epoch_losses += [out[(program.output_key, f"loss/{s}")] for s in range(w.n_steps)]
             done += w.n_steps
+            sync_steps += plan.schedule.sync_steps(w, model)
+            if adaptive is not None:
+                drift = adaptive.interval_drift(before, params, w)
+                decisions.append({"window": w.index, "step": w.step0, "k": adaptive.k_of_level(level), "drift": drift})
+                level = adaptive.next_level(level, drift)
             samples += min(n_train, (w.batch0 + w.n_steps) * cfg.batch_size) - w.batch0 * cfg.batch_size
             info: dict[str, Any] = {"epoch": w.epoch, "loss": epoch_losses[-1]}
             if program.eval_key:
@@ -86,7 +103,7 @@ def execute(plan: Plan, scheduler: Any = None, *,
             if checkpoint is not None and (syncs_since >= checkpoint_every or done == total):
                 syncs_since = 0
                 save_checkpoint(checkpoint, Checkpoint(done, params, velocity, history, epoch_losses, samples,
-                                                       fingerprint(plan)))
+                                                       fingerprint(plan), {"level": level} if adaptive else {}))
             if progress is not None:
                 progress(done, total, info)
         wall = time.perf_counter() - start
@@ -94,7 +111,8 @@ def execute(plan: Plan, scheduler: Any = None, *,
                        scheduler=sched.name, info={"workers": sched.workers, "segment_steps": plan.segment_steps,
                                                    "window_steps": plan.window_steps, "placement": placement,
                                                    "resubmitted_windows": resubmitted,
-                                                   "sync_steps": plan.sync_steps(),
+                                                   "sync_steps": sync_steps if adaptive is not None else plan.sync_steps(),
+                                                   "adaptive": decisions,
                                                    "schedule": str(plan.schedule)})
 
 

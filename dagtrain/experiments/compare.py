@@ -40,23 +40,25 @@ DEFAULT_TARGETS = (0.95, 0.97)
 
 
 def parse_schedule(spec: str) -> Schedule:
-    """A schedule from its short spec: ``sync``, ``layerlocal:K[:MODE[:DAMPING]]``, ``localsgd:K:REPLICAS``,
-    ``delayed:STAGES:MICROBATCHES[:nostash]``, ``hybrid:K:MODE:K2:REPLICAS``."""
+    """A schedule from its short spec: ``sync``, ``layerlocal:K[:MODE[:DAMPING]][:compensate]``,
+    ``localsgd:K:REPLICAS``, ``delayed:STAGES:MICROBATCHES[:nostash]``, ``hybrid:K:MODE:K2:REPLICAS``."""
     name, *args = spec.strip().lower().split(":")
+    compensate = name == "layerlocal" and args[-1:] == ["compensate"]
+    args = args[:-1] if compensate else args
     numbers = [int(a) for a in args if a.isdigit()]
     if name == "sync" and not args:
         return Sync()
     if name == "layerlocal" and 1 <= len(args) <= 3 and args[0].isdigit():
         damping = _number(args[2]) if len(args) == 3 else 0.0
         if damping is not None:
-            return LayerLocal(numbers[0], args[1] if len(args) > 1 else "shared", damping=damping)
+            return LayerLocal(numbers[0], args[1] if len(args) > 1 else "shared", damping=damping, compensate=compensate)
     if name == "localsgd" and len(args) == 2 and len(numbers) == 2:
         return LocalSGD(numbers[0], numbers[1])
     if name == "hybrid" and len(args) == 4 and args[0].isdigit() and not args[1].isdigit() and len(numbers) == 3:
         return Hybrid(LayerLocal(numbers[0], args[1]), LocalSGD(numbers[1], numbers[2]))
     if name == "delayed" and len(numbers) == 2 and (len(args) == 2 or args[2:] == ["nostash"]):
         return DelayedGradient(numbers[0], numbers[1], stashing=len(args) == 2)
-    raise ConfigError(f"cannot read schedule {spec!r}; write sync, layerlocal:K[:shared|sharded[:DAMPING]], "
+    raise ConfigError(f"cannot read schedule {spec!r}; write sync, layerlocal:K[:shared|sharded[:DAMPING]][:compensate], "
                       "localsgd:K:REPLICAS, delayed:STAGES:MICROBATCHES[:nostash] or hybrid:K:MODE:K2:REPLICAS, "
                       "e.g. layerlocal:10:sharded")
 

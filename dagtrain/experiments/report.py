@@ -111,7 +111,8 @@ def save(result: SweepResult, folder: str | os.PathLike[str], *, command: str | 
               f"Model {'-'.join(map(str, s.sizes))} ({s.activation} hidden, {s.loss}), batch {s.batch_size}, "
               f"lr {s.lr}, momentum {s.momentum}, {s.epochs} epoch(s), seed {s.seed}"
               f"{'' if s.max_steps is None else f', first {s.max_steps} steps'}"
-              f"{f', staleness damping {s.damping}' if s.damping else ''}; "
+              f"{f', staleness damping {s.damping}' if s.damping else ''}"
+              f"{', delay compensation (weight prediction)' if s.compensate else ''}; "
               f"{result.workers} workers on the {result.scheduler} scheduler.\n\n"
               f"Reproduce: `{command}`\n\n")
     paths = {name: out / name for name in ("table.md", "table.csv", "settings.json", "plot.png")}

@@ -48,6 +48,7 @@ class Settings:
     seed: int = 0
     max_steps: int | None = None
     damping: float = 0.0  # LayerLocal's staleness correction (0: none, the seed's algorithm)
+    compensate: bool = False  # LayerLocal's delay compensation (weight prediction from momentum; needs momentum > 0)
     eval_every: int | None = None  # compare: also evaluate every this many steps (rounded up to a schedule's interval)
 
 
@@ -162,7 +163,8 @@ def sweep(
     for mode in modes:
         if mode not in DATA_MODES:
             raise ConfigError(f"unknown data mode {mode!r}; choose from {', '.join(DATA_MODES)}")
-    schedules = [LayerLocal(int(k), mode, damping=settings.damping) for mode in modes for k in intervals]  # validated here
+    schedules = [LayerLocal(int(k), mode, damping=settings.damping, compensate=settings.compensate)  # validated here
+                 for mode in modes for k in intervals]
     model = MLP(settings.sizes, activation=settings.activation, loss=settings.loss, seed=settings.seed)
     def plan(schedule: Schedule) -> Plan:
         return compile(model, data, schedule, batch_size=settings.batch_size, epochs=settings.epochs, lr=settings.lr,

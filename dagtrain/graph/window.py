@@ -24,6 +24,7 @@ class Window:
     batch0: int
     n_steps: int
     evaluate: bool
+    level: int | None = None  # set by a run that picks the schedule's level per window (Adaptive on drift)
 
     @property
     def stop(self) -> int:

@@ -157,6 +157,12 @@ def sgd_update(
     return Params(_axpy(-eta, step.W, params.W), _axpy(-eta, step.b, params.b)), new_velocity
 
 
+def predict_params(params: Params, velocity: Params, distance: float) -> Params:
+    """``p - distance * v``: where momentum SGD takes ``p`` in ``distance / lr`` more steps at constant velocity."""
+    d = params.W.dtype.type(-distance)
+    return Params(_axpy(d, velocity.W, params.W), _axpy(d, velocity.b, params.b))
+
+
 def _axpy(alpha: np.floating[Any], x: Array, y: Array) -> Array:
     """``alpha * x + y`` in one new array (inputs untouched: a snapshot may still hold them)."""
     out: Array = np.multiply(x, alpha)

@@ -11,19 +11,27 @@ Every k_e is a multiple of the inner k, so chain tasks keep the inner k's length
 windows are a multiple of the largest k. ``growth=1`` (or ``levels=0``) is the inner
 schedule exactly.
 
-A sync triggered by the drift of the chains from the snapshot needs the weights of a run
-in progress, so it cannot be decided when a window's graph is built; it is not built yet.
+``Adaptive(LayerLocal(10), growth=2, levels=3, drift=0.01)`` picks k from the weights
+instead: after each window the run measures how far the weights moved per sync interval,
+relative to their size (:meth:`Adaptive.interval_drift`); above ``drift`` the next window
+syncs twice as often (one level down), below ``drift / growth`` half as often (one level
+up), between the two it keeps k. The graph of every level is built before the run; the
+choice between them is made between windows, and ``result.info["adaptive"]`` records each
+window's k and drift (``result.info["sync_steps"]`` the syncs that ran).
 """
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+import math
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field, replace
 
 import networkx as nx
+import numpy as np
 
 from dagtrain.errors import ConfigError
 from dagtrain.graph.window import Window
+from dagtrain.model.functional import Params
 from dagtrain.model.mlp import MLP
 from dagtrain.schedules.base import IntervalSchedule, Pass, Schedule
 from dagtrain.schedules.layerlocal import LayerLocal
@@ -31,12 +39,17 @@ from dagtrain.schedules.layerlocal import LayerLocal
 
 @dataclass(frozen=True)
 class Adaptive(Schedule):
-    """The inner interval schedule with ``k`` multiplied by ``growth`` every ``every`` epochs, at most ``levels`` times."""
+    """The inner interval schedule with ``k`` multiplied by ``growth`` every ``every`` epochs, at most ``levels`` times.
+
+    With ``drift`` set, the level is chosen after each window from the weights' drift per
+    interval instead of by epoch (``every`` is then unused).
+    """
 
     inner: IntervalSchedule = field(default_factory=lambda: LayerLocal(10, "sharded"))
     growth: int = 2
     every: int = 1
     levels: int = 3
+    drift: float | None = None
     name = "adaptive"
 
     def __post_init__(self) -> None:
@@ -46,21 +59,64 @@ class Adaptive(Schedule):
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ConfigError(f"Adaptive {name} = {value!r} must be an integer >= {low}, "
                                   "e.g. Adaptive(LayerLocal(10), growth=2, every=1, levels=3)")
+        if self.drift is not None and (isinstance(self.drift, bool) or not isinstance(self.drift, (int, float))
+                                       or not math.isfinite(self.drift) or self.drift <= 0):
+            raise ConfigError(f"Adaptive drift = {self.drift!r} must be a positive number (the relative weight change "
+                              "per interval that triggers more syncs), e.g. drift=0.01")
 
     def __str__(self) -> str:
+        if self.drift is not None:
+            return f"Adaptive({self.inner}, growth={self.growth}, levels={self.levels}, drift={self.drift})"
         return f"Adaptive({self.inner}, growth={self.growth}, every={self.every}, levels={self.levels})"
 
     def level(self, epoch: int) -> int:
-        """How many times k has grown by ``epoch``."""
-        return min(epoch // self.every, self.levels)
+        """How many times k has grown by ``epoch`` (on drift: 0, the level a run starts at)."""
+        return 0 if self.drift is not None else min(epoch // self.every, self.levels)
+
+    def level_of(self, window: Window) -> int:
+        """The level ``window`` runs at: the one a run chose for it, else its epoch's."""
+        return self.level(window.epoch) if window.level is None else window.level
 
     def k_at(self, epoch: int) -> int:
         """The sync interval of ``epoch``."""
-        return int(self.inner.k * self.growth ** self.level(epoch))
+        return self.k_of_level(self.level(epoch))
+
+    def k_of_level(self, level: int) -> int:
+        """The sync interval at ``level``: ``k * growth ** level``."""
+        if not 0 <= level <= self.levels:
+            raise ConfigError(f"level {level} is outside 0..{self.levels} of {self}")
+        return int(self.inner.k * self.growth ** level)
 
     def at(self, window: Window) -> IntervalSchedule:
-        """The inner schedule with the k of ``window``'s epoch."""
-        return replace(self.inner, k=self.k_at(window.epoch))
+        """The inner schedule with the k of ``window``'s level."""
+        return replace(self.inner, k=self.k_of_level(self.level_of(window)))
+
+    # --- choosing k from drift, between windows ---
+    @property
+    def on_drift(self) -> bool:
+        """Whether a run picks the level of each window from the drift (``drift`` is set)."""
+        return self.drift is not None
+
+    def interval_drift(self, before: Sequence[Params], after: Sequence[Params], window: Window) -> float:
+        """How far the weights moved per sync interval in ``window``, relative to their size (the largest over layers).
+
+        ``max_layer |W_after - W_before| / |W_before|`` (Frobenius norms) divided by the number
+        of intervals the window held at its k: 0.01 means a layer's weights moved about 1% of
+        their norm between syncs, the distance a stale snapshot lags behind.
+        """
+        intervals = max(1.0, window.n_steps / self.at(window).k)
+        moved = max(float(np.linalg.norm(a.W - b.W) / max(float(np.linalg.norm(b.W)), 1e-12))
+                    for a, b in zip(after, before, strict=True))
+        return moved / intervals
+
+    def next_level(self, level: int, drift: float) -> int:
+        """The level after a window at ``level`` that drifted ``drift`` per interval."""
+        assert self.drift is not None
+        if drift > self.drift:
+            return max(level - 1, 0)
+        if drift < self.drift / self.growth:
+            return min(level + 1, self.levels)
+        return level
 
     # --- the inner schedule's passes, with this window's k ---
     def rewrites(self) -> tuple[Pass, ...]:
@@ -96,7 +152,9 @@ class Adaptive(Schedule):
     def canonical_window(self, window: Window, model: MLP) -> Window:
         """The inner canonical window, dated to the first epoch of the same level (so it builds with the same k)."""
         c = self.at(window).canonical_window(window, model)
-        return Window(c.index, self.level(window.epoch) * self.every, c.step0, c.batch0, c.n_steps, c.evaluate)
+        level = self.level_of(window)
+        return Window(c.index, 0 if self.on_drift else level * self.every, c.step0, c.batch0, c.n_steps, c.evaluate,
+                      level if self.on_drift else None)
 
     def shape_key(self, window: Window, model: MLP) -> Hashable:
         """Windows of the same level and inner shape share a program."""

@@ -53,6 +53,8 @@ class Hybrid(Schedule):
                               "LocalSGD(20, 2))")
         if self.local.damping:
             raise ConfigError("Hybrid does not apply LayerLocal's damping yet; use damping=0")
+        if self.local.compensate:
+            raise ConfigError("Hybrid does not apply LayerLocal's delay compensation yet; use compensate=False")
         if self.replicas.k % self.local.k:
             raise ConfigError(f"Hybrid: LocalSGD k = {self.replicas.k} must be a multiple of LayerLocal k = "
                               f"{self.local.k}, so replicas are averaged where their layers sync")

@@ -19,6 +19,12 @@ The schedule is three rewrites of the exact graph, each validated:
    edge, so they can run at the same time. With k = 1 the snapshot is always the latest
    version, so LayerLocal(1, "shared") is exactly Sync.
 
+Two optional corrections of the staleness follow as passes of their own:
+``damp_stale_updates`` (``damping``) and ``predict_stale_weights`` (``compensate=True``,
+a delay compensation by weight prediction: a chain reads another layer ``n`` of whose
+updates it has missed as ``W_snapshot - n * lr * v_snapshot``, where ``v`` is that layer's
+momentum at the snapshot; SpecTrain's rule, Chen et al. 2018).
+
 A chain keeps its own weights and optimizer state: they never pass through a sync.
 Intervals never cross a window, and windows start on interval boundaries, so each window
 begins and ends with merged weights.
@@ -50,11 +56,14 @@ class LayerLocal(IntervalSchedule):
     ``data="shared"``: every layer chain trains on every batch. ``data="sharded"``: the
     batches are dealt out round-robin among the chains. ``damping``: staleness correction;
     an update ``tau`` steps after the interval's snapshot runs at ``lr / (1 + damping * tau)``
-    (0, the default, is the seed's algorithm).
+    (0, the default, is the seed's algorithm). ``compensate``: delay compensation; a chain
+    predicts the other layers' current weights from their momentum at the snapshot (needs
+    ``momentum > 0``).
     """
 
     data: str = "shared"
     damping: float = 0.0
+    compensate: bool = False
     name = "layerlocal"
 
     def __post_init__(self) -> None:
@@ -66,10 +75,13 @@ class LayerLocal(IntervalSchedule):
                 or self.damping == float("inf"):
             raise ConfigError(f"LayerLocal damping = {self.damping!r} must be a finite number >= 0 "
                               "(0: no staleness correction), e.g. damping=0.1")
+        if not isinstance(self.compensate, bool):
+            raise ConfigError(f"LayerLocal compensate = {self.compensate!r} must be True or False")
 
     def __str__(self) -> str:
         damping = f", damping={self.damping}" if self.damping else ""
-        return f"LayerLocal(k={self.k}, data={self.data!r}{damping})"
+        compensate = ", compensate=True" if self.compensate else ""
+        return f"LayerLocal(k={self.k}, data={self.data!r}{damping}{compensate})"
 
     # --- how the run is cut: windows on interval boundaries, one task per chain per interval ---
     def n_chains(self, model: MLP) -> int:
@@ -93,9 +105,14 @@ class LayerLocal(IntervalSchedule):
         return range(c, c + 1)
 
     def rewrites(self) -> tuple[Pass, ...]:
-        """Deal the steps to per-layer chains, insert sync nodes, cut to stale snapshots (then damp, if asked)."""
+        """Deal the steps to per-layer chains, insert sync nodes, cut to stale snapshots (then damp and predict, if asked)."""
         passes: tuple[Pass, ...] = (self.deal_to_chains, self.insert_syncs, self.read_stale_snapshots)
-        return passes + ((self.damp_stale_updates,) if self.damping else ())
+        return passes + ((self.damp_stale_updates,) if self.damping else ()) + \
+            ((self.predict_stale_weights,) if self.compensate else ())
+
+    def missed_updates(self, layer: int, start: int, step: int, n_layers: int) -> int:
+        """How many updates of ``layer`` happen at steps ``start .. step - 1`` (what a chain's snapshot of it misses)."""
+        return sum(1 for t in range(start, step) if layer in self.chains_at(t, n_layers))
 
     def staleness_scale(self, step: int, interval_start: int) -> float:
         """The learning-rate factor of an update at ``step``: ``1 / (1 + damping * (step - interval_start))``."""
@@ -159,6 +176,36 @@ class LayerLocal(IntervalSchedule):
         for _, d in g.nodes(data=True):
             if d["kind"] == "update":
                 d["lr_scale"] = self.staleness_scale(d["step"], self.interval_start(d["step"], w))
+        return g
+
+
+    # --- pass 5 (optional): delay compensation ---
+    def predict_stale_weights(self, g: nx.DiGraph, model: MLP) -> nx.DiGraph:
+        """Each stale read also takes the layer's momentum at the snapshot, and the count of updates it has missed.
+
+        A sync passes on each layer's velocity beside its weights; a forward or backward op that
+        reads another chain's layer from a snapshot gets ``predict_steps`` (the missed updates)
+        and a ``velocity`` port, and runs with ``W - predict_steps * lr * v``.
+        """
+        w: Window = g.graph["window"]
+        for key, d in list(g.nodes(data=True)):
+            if d["kind"] == "sync":
+                for port, src, field in inputs_of(g, key):
+                    if port.startswith("params/"):
+                        velocity = "velocity" if g.nodes[src]["kind"] == "update" else field.replace("params", "velocity")
+                        add_data(g, src, key, (velocity, port.replace("params", "velocity")), made_by="predict_stale_weights")
+        for key, d in list(g.nodes(data=True)):
+            if d["kind"] not in ("forward", "backward") or d["layer"] == d["chain"]:
+                continue
+            src, field = producer_of(g, key, "params")
+            if g.nodes[src]["kind"] not in ("input", "sync"):
+                continue
+            start = self.interval_start(d["step"], w)
+            missed = self.missed_updates(d["layer"], start, d["step"], model.n_layers)
+            if missed:
+                d["predict_steps"] = missed
+                add_data(g, src, key, (field.replace("snapshot", "velocity").replace("params", "velocity"), "velocity"),
+                         made_by="predict_stale_weights")
         return g
 
 
