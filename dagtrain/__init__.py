@@ -10,7 +10,15 @@
 
 from dagtrain import datasets, experiments
 from dagtrain.data import Dataset, open_dataset, to_zarr
-from dagtrain.errors import ConfigError, CorruptStoreError, DagtrainError, DataError, GraphError, StoreNotFoundError
+from dagtrain.errors import (
+    ConfigError,
+    CorruptStoreError,
+    DagtrainError,
+    DataError,
+    DivergenceError,
+    GraphError,
+    StoreNotFoundError,
+)
 from dagtrain.model import MLP, Params
 from dagtrain.plan import Plan, compile  # noqa: A004 - dagtrain.compile is the public verb
 from dagtrain.result import TrainResult, load_weights
@@ -27,6 +35,7 @@ __all__ = [
     "DataError",
     "Dataset",
     "DelayedGradient",
+    "DivergenceError",
     "GraphError",
     "Hybrid",
     "LayerLocal",

@@ -160,7 +160,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             report = performance_report(filename=args.performance_report)  # type: ignore[no-untyped-call]
         with report:
             result = plan.run(scheduler, progress=ProgressBar(not args.json and not args.quiet),
-                              checkpoint=args.checkpoint, checkpoint_every=args.checkpoint_every, resume=args.resume)
+                              checkpoint=args.checkpoint, checkpoint_every=args.checkpoint_every, resume=args.resume,
+                              on_divergence=args.on_divergence)
     if args.timeline:
         html = Path(args.timeline).with_suffix(".html")
         result.timeline(html)
@@ -311,6 +312,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--checkpoint-every", type=int, default=1,
                        help="checkpoint at the first window end after every N syncs (default 1)")
     train.add_argument("--resume", help="continue from this checkpoint (same plan: same arguments)")
+    train.add_argument("--on-divergence", choices=["raise", "rollback"], default="raise",
+                       help="NaN or inf in weights or loss: stop naming the step, chain and last good checkpoint "
+                            "(raise, the default), or rerun the window from its snapshot at half the lr (rollback)")
     train.add_argument("--schedule", choices=["sync", "layerlocal", "localsgd", "delayed"], default="sync")
     train.add_argument("--k", type=int, default=10, help="steps between syncs, LayerLocal and LocalSGD (default 10)")
     train.add_argument("--data-mode", choices=["shared", "sharded"], default="shared")

@@ -31,3 +31,26 @@ class CorruptStoreError(DagtrainError, OSError):
 
 class GraphError(DagtrainError, ValueError):
     """A task graph that breaks one of the validator's rules (see ``graph.validate``)."""
+
+
+class DivergenceError(DagtrainError, FloatingPointError):
+    """Training diverged: NaN or inf in the weights or the loss.
+
+    ``step`` is where it was caught, ``chain`` and ``layer`` whose weights went bad (None
+    when unknown or when the schedule has one chain), ``checkpoint`` the last good
+    checkpoint (None when the run wrote none).
+    """
+
+    def __init__(self, message: str, *, step: int | None = None, chain: int | None = None,
+                 layer: int | None = None, checkpoint: str | None = None) -> None:
+        super().__init__(message)
+        self.step, self.chain, self.layer, self.checkpoint = step, chain, layer, checkpoint
+
+    def __reduce__(self) -> tuple[object, ...]:
+        # Keyword-only fields: pickle (process and cluster workers send errors back) needs them spelled out.
+        return (_divergence_error, (self.args[0], self.step, self.chain, self.layer, self.checkpoint))
+
+
+def _divergence_error(message: str, step: int | None, chain: int | None, layer: int | None,
+                      checkpoint: str | None) -> DivergenceError:
+    return DivergenceError(message, step=step, chain=chain, layer=layer, checkpoint=checkpoint)

@@ -249,7 +249,8 @@ class Plan:
 
     def run(self, scheduler: Any = None, *, progress: Callable[[int, int, dict[str, Any]], None] | None = None,
             checkpoint: str | os.PathLike[str] | None = None, checkpoint_every: int = 1,
-            resume: str | os.PathLike[str] | None = None, blas_threads: int = 1) -> TrainResult:
+            resume: str | os.PathLike[str] | None = None, blas_threads: int = 1,
+            on_divergence: str = "raise") -> TrainResult:
         """Train. ``scheduler``: None/'threads' (default), 'sync', 'processes', a distributed.Client or a get function.
 
         ``progress(steps_done, total_steps, info)`` is called after every window.
@@ -261,12 +262,20 @@ class Plan:
         ``blas_threads``: BLAS threads per local worker (1: the same bits on every
         scheduler; 2 speeds up Sync on an idle 2-core machine and equals
         ``train_reference(..., blas_threads=2)``).
+        ``on_divergence``: NaN or inf in the weights (checked at every sync node) or in the
+        loss (checked at every window end) raises :class:`dagtrain.DivergenceError`, naming
+        the step, the chain and the last good checkpoint, which is left intact (``"raise"``,
+        the default). ``"rollback"`` instead restarts the window from the snapshot it began
+        with at half the lr, up to 10 times; ``result.info["rollbacks"]`` lists them and
+        checkpoints carry the lower lr, so a resumed run keeps it.
         """
-        from dagtrain.execute.run import execute
+        from dagtrain.execute.run import ON_DIVERGENCE, execute
 
         _positive_int("checkpoint_every", checkpoint_every, "5")
+        if on_divergence not in ON_DIVERGENCE:
+            raise ConfigError(f"on_divergence = {on_divergence!r} is not a policy; choose 'raise' or 'rollback'")
         return execute(self, scheduler, progress=progress, checkpoint=checkpoint, checkpoint_every=checkpoint_every,
-                       resume=resume, blas_threads=blas_threads)
+                       resume=resume, blas_threads=blas_threads, on_divergence=on_divergence)
 
     def _build(self, window: Window) -> nx.DiGraph:
         return self.schedule.build(self.model, window, self.config.batch_size,

@@ -15,6 +15,7 @@ import numpy as np
 
 from dagtrain.data.batches import BATCHES
 from dagtrain.data.store import Dataset
+from dagtrain.execute.divergence import check_merge
 from dagtrain.model.functional import (
     Params,
     average_params,
@@ -154,7 +155,9 @@ def op_sync(ctx: OpContext, node: dict[str, Any], inputs: Inputs) -> Outputs:
 
     A port per layer (``params/L2``) is passed on as it is (no copy: arrays are immutable).
     Ports per replica (``params/L2/r1``, ``velocity/L2/r1``, ...) are averaged over the replicas.
+    Non-finite weights stop the run here, naming the chain that sent them (``node["sources"]``).
     """
+    check_merge(ctx.step0, ctx.step0 + node["rel_step"], node.get("sources", ()), inputs)
     groups: dict[str, list[Any]] = {}
     for port in sorted(inputs, key=_replica_order):
         groups.setdefault(port.rsplit("/r", 1)[0] if port.count("/") == 2 else port, []).append(inputs[port])

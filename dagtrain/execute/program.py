@@ -11,7 +11,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import networkx as nx
+import numpy as np
 
+from dagtrain.execute.divergence import QUIET
 from dagtrain.execute.ops import OPS, OpContext, RunConfig
 
 ValueKey = tuple[str, str]  # (op key, field)
@@ -79,6 +81,9 @@ def compile_program(g: nx.DiGraph, tasks: nx.DiGraph, step0: int) -> WindowProgr
             attrs = {"layer": d["layer"], "rel_step": None if d["step"] is None else d["step"] - step0,
                      "input_grad": d.get("input_grad", True), "part": d.get("part"), "parts": d.get("parts"),
                      "lr_scale": d.get("lr_scale", 1.0), "predict_steps": d.get("predict_steps", 0)}
+            if d["kind"] == "sync":  # which chain and step sent each port, to name a divergence
+                attrs["sources"] = tuple((port, g.nodes[src].get("chain"), None if g.nodes[src].get("step") is None
+                                          else g.nodes[src]["step"] - step0) for port, src, _ in sorted(feeds[key]))
             instructions.append(Instruction(key, d["kind"], attrs, tuple(sorted(feeds[key])), tuple(frees_at.get(i, ()))))
         for key in ops:  # the runner reads the output and eval ops' results
             if g.nodes[key]["kind"] == "output":
@@ -99,10 +104,11 @@ def run_task(program: TaskProgram, config: RunConfig, position: tuple[int, int, 
         env.update(values)
     epoch, batch0, step0 = position
     ctx = OpContext(config, epoch=epoch, batch0=batch0, step0=step0)
-    for ins in program.instructions:
-        inputs = {port: env[(src, field)] for port, src, field in ins.inputs}
-        for field, value in OPS[ins.kind](ctx, ins.attrs, inputs).items():
-            env[(ins.key, field)] = value
-        for value_key in ins.frees:
-            env.pop(value_key, None)
+    with np.errstate(**QUIET):  # type: ignore[arg-type]  # NaN and inf are caught by the divergence checks
+        for ins in program.instructions:
+            inputs = {port: env[(src, field)] for port, src, field in ins.inputs}
+            for field, value in OPS[ins.kind](ctx, ins.attrs, inputs).items():
+                env[(ins.key, field)] = value
+            for value_key in ins.frees:
+                env.pop(value_key, None)
     return {k: env[k] for k in program.exports}
