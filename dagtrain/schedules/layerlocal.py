@@ -32,6 +32,7 @@ begins and ends with merged weights.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Any
@@ -39,7 +40,7 @@ from typing import Any
 import networkx as nx
 
 from dagtrain.errors import ConfigError
-from dagtrain.graph.ir import add_data, add_op, inputs_of, op_key, producer_of, repoint
+from dagtrain.graph.ir import add_control, add_data, add_op, inputs_of, op_key, producer_of, repoint
 from dagtrain.graph.window import Window
 from dagtrain.model.mlp import MLP
 from dagtrain.schedules.base import IntervalSchedule, Pass
@@ -150,6 +151,12 @@ class LayerLocal(IntervalSchedule):
                 for port, _, _ in inputs_of(g, key):
                     if port.startswith("params/"):
                         repoint(g, key, port, syncs[w.stop], port.replace("params", "snapshot"), made_by="insert_syncs")
+        # A sync no chain reads from (every sync but the last of a one-layer model: its one chain keeps its own
+        # weights) still runs, in order: it is a sync point, where the weights are checked for divergence.
+        bounds = sorted(syncs)
+        for a, b in itertools.pairwise(bounds):
+            if g.out_degree(syncs[a]) == 0:
+                add_control(g, syncs[a], syncs[b], made_by="insert_syncs")
         return g
 
     # --- pass 3: the approximation ---
