@@ -15,6 +15,7 @@ from dagtrain.data.cache import cache_dir
 from dagtrain.data.mnist import mnist
 from dagtrain.data.store import open_dataset
 from dagtrain.errors import ConfigError, DagtrainError
+from dagtrain.execute.schedulers import connect
 from dagtrain.experiments.compare import DEFAULT_SCHEDULES
 from dagtrain.model.mlp import MLP
 from dagtrain.plan import compile  # noqa: A004
@@ -115,14 +116,7 @@ def scheduler_from_args(args: argparse.Namespace) -> Iterator[Any]:
     """A scheduler name, or a distributed Client for ``--scheduler tcp://...`` or ``--workers N``."""
     address = getattr(args, "scheduler_address", None) or (args.scheduler if args.scheduler.startswith("tcp://") else None)
     if address:
-        from distributed import Client
-
-        try:
-            client = Client(address, timeout="10s")  # type: ignore[no-untyped-call]
-        except OSError as exc:
-            raise ConfigError(f"no dask scheduler answers at {address} within 10 s ({exc}); start one with "
-                              "`dask scheduler` and workers with `dask worker ADDRESS`") from None
-        with client:
+        with connect(address) as client:
             yield client
     elif args.workers or getattr(args, "dashboard", False):
         from distributed import Client, LocalCluster

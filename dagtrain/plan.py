@@ -317,7 +317,9 @@ def compile(  # noqa: A001 - the verb users expect, as in dask's and TensorFlow'
         raise ConfigError(f"data must be a dagtrain Dataset (from dt.to_zarr or dt.datasets.mnist), got {type(data).__name__}")
     schedule = Sync() if schedule is None else schedule
     if not isinstance(schedule, Schedule):
-        raise ConfigError(f"schedule must be a dagtrain schedule such as dt.Sync(), got {schedule!r}")
+        raise ConfigError(f"schedule must be a dagtrain schedule object, got {schedule!r}; use dt.Sync(), "
+                          "dt.LayerLocal(k=10), dt.LocalSGD(k=50, replicas=2), dt.DelayedGradient(stages=2), "
+                          "dt.Hybrid(...) or dt.Adaptive(...)")
     _positive_int("batch_size", batch_size, "128")
     _positive_int("epochs", epochs, "3")
     if max_steps is not None:

@@ -46,6 +46,20 @@ def test_unreachable_scheduler_is_an_error_not_a_hang(blobs: dt.Dataset, capsys:
     assert time.monotonic() - start < 30
 
 
+def test_plan_run_takes_a_scheduler_address(blobs: dt.Dataset, dask_cli_cluster: str) -> None:
+    kw = {"batch_size": 32, "epochs": 1, "lr": 0.1}
+    plan = dt.compile(dt.MLP([12, 16, 3], seed=0), blobs, dt.LayerLocal(4, "sharded"), **kw)
+    result = plan.run(dask_cli_cluster)
+    assert result.scheduler == "distributed" and weights_equal(result.weights, plan.run("sync").weights)
+
+
+def test_an_address_nothing_answers_at_is_an_error_within_the_timeout(blobs: dt.Dataset) -> None:
+    start = time.monotonic()
+    with pytest.raises(dt.ConfigError, match=r"no dask scheduler answers at tcp://127.0.0.1:9 within 10 s"):
+        dt.compile(dt.MLP([12, 3]), blobs, max_steps=2).run("tcp://127.0.0.1:9")
+    assert time.monotonic() - start < 30
+
+
 def test_killing_a_worker_mid_run_changes_nothing(blobs: dt.Dataset, dask_cli_cluster: str) -> None:
     """SIGKILL one worker process while the run is going; the run completes with the fault-free weights."""
     from distributed import Client

@@ -7,9 +7,11 @@ import os
 import pickle
 import struct
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
+import zarr
 
 import dagtrain as dt
 from dagtrain.data.batches import BatchReader
@@ -38,6 +40,7 @@ def test_reopen_gives_equal_handle(blobs: dt.Dataset) -> None:
     (np.zeros((4, 3)), np.zeros((4, 1), int), "y must be 1-D"),
     (np.zeros((4, 3)), np.zeros(5, int), "x has 4 samples but y has 5"),
     (np.array([[0.0, np.nan], [1, 2]]), np.zeros(2, int), "NaN or inf values, the first at sample 0, feature 1"),
+    (np.array([[0.0, 1.0], [1, -np.inf]]), np.zeros(2, int), "NaN or inf values, the first at sample 1, feature 1"),
     (np.zeros((2, 3)), np.array([0, -1]), r"label y\[1\] = -1 is out of range"),
     (np.zeros((2, 3)), np.array([0.5, 1.0]), "integer class labels"),
 ])
@@ -82,6 +85,23 @@ def test_not_a_dataset_store(tmp_path: Path) -> None:
     (tmp_path / "junk" / "zarr.json").write_text("{not json")
     with pytest.raises(dt.CorruptStoreError, match="junk"):
         dt.open_dataset(tmp_path / "junk")
+
+
+@pytest.mark.parametrize(("array", "replacement", "found"), [
+    ("x", lambda x, y: x.astype(np.float64), r"x \(64, 3\) float64"),
+    ("x", lambda x, y: x[:, :2], r"x \(64, 2\) float32"),
+    ("y", lambda x, y: y[:60].astype(np.int32), r"y \(60,\) int32"),
+])
+def test_store_arrays_of_the_wrong_dtype_or_shape_are_refused_on_open(tmp_path: Path, array: str, replacement: Any,
+                                                                       found: str) -> None:
+    x, y = make_blobs(64, 3, 2, seed=0)
+    dt.to_zarr(x, y, tmp_path / "d.zarr", 16)
+    root = zarr.open_group(str(tmp_path / "d.zarr"), mode="r+")
+    del root[f"train/{array}"]
+    root.create_array(f"train/{array}", data=replacement(x, y))
+    with pytest.raises(dt.CorruptStoreError, match=rf"split 'train' has .*{found}.*expected x \(64, 3\) float32 "
+                                                   r"and y \(64,\) int32; rewrite the store"):
+        dt.open_dataset(tmp_path / "d.zarr")
 
 
 def test_missing_chunk_is_caught_when_read(tmp_path: Path) -> None:

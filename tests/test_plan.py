@@ -130,3 +130,9 @@ def test_eval_every_must_fall_on_sync_points(blobs: dt.Dataset) -> None:
     from dagtrain.experiments.compare import eval_points
 
     assert eval_points(dt.LayerLocal(10), 25) == 30 and eval_points(dt.Sync(), 25) == 25 and eval_points(dt.Sync(), None) is None
+
+
+def test_a_schedule_given_by_name_is_refused_with_the_objects_to_use(blobs: dt.Dataset) -> None:
+    with pytest.raises(dt.ConfigError, match=r"schedule must be a dagtrain schedule object, got 'layerlocal'; "
+                                             r"use dt.Sync\(\), dt.LayerLocal\(k=10\)"):
+        dt.compile(dt.MLP([12, 3]), blobs, "layerlocal")  # type: ignore[arg-type]

@@ -63,6 +63,23 @@ def _pin_blas(threads: int) -> None:
     threadpool_limits(limits=threads, user_api="blas")
 
 
+ADDRESS_PREFIXES = ("tcp://", "tls://", "inproc://", "ucx://")
+
+
+@contextlib.contextmanager
+def connect(address: str, timeout: float = 10.0) -> Iterator[Any]:
+    """A ``distributed.Client`` of the scheduler at ``address``; an error (not a hang) if none answers within ``timeout`` s."""
+    from distributed import Client
+
+    try:
+        client = Client(address, timeout=f"{timeout}s")  # type: ignore[no-untyped-call]
+    except OSError as exc:
+        raise ConfigError(f"no dask scheduler answers at {address} within {timeout:g} s ({exc}); start one with "
+                          "`dask scheduler` and workers with `dask worker ADDRESS`") from None
+    with client:
+        yield client
+
+
 @contextlib.contextmanager
 def open_scheduler(scheduler: Any = None, *, num_workers: int | None = None,
                    blas_threads: int = 1) -> Iterator[Scheduler]:
@@ -70,14 +87,19 @@ def open_scheduler(scheduler: Any = None, *, num_workers: int | None = None,
 
     ``None`` or ``"threads"``: dask's threaded scheduler (the default). ``"sync"``: the
     synchronous scheduler, for debugging. ``"processes"``: a process pool. A
-    ``distributed.Client``: its cluster (whose workers keep their own BLAS settings). Any
-    other callable: used as a Dask get function. ``blas_threads``: BLAS threads per worker.
+    ``distributed.Client``: its cluster (whose workers keep their own BLAS settings). A
+    scheduler address (``"tcp://host:8786"``): a client of that cluster for the run, or an
+    error within 10 s if nothing answers there. Any other callable: used as a Dask get
+    function. ``blas_threads``: BLAS threads per worker.
     """
     if isinstance(blas_threads, bool) or not isinstance(blas_threads, int) or blas_threads < 1:
         raise ConfigError(f"blas_threads must be a positive integer, got {blas_threads!r}; 1 (the default) "
                           "gives the same bits on every scheduler")
     workers = num_workers or multiprocessing.cpu_count()
-    if scheduler is None or scheduler in ("threads", "threading"):
+    if isinstance(scheduler, str) and scheduler.startswith(ADDRESS_PREFIXES):
+        with connect(scheduler) as client, open_scheduler(client, blas_threads=blas_threads) as sched:
+            yield sched
+    elif scheduler is None or scheduler in ("threads", "threading"):
         with threadpool_limits(limits=blas_threads, user_api="blas"), _switch_interval(0.001):
             yield Scheduler("threads", lambda dsk, keys: dask.threaded.get(dsk, keys, num_workers=workers), workers)
     elif scheduler in ("sync", "synchronous", "single-threaded"):
@@ -96,5 +118,5 @@ def open_scheduler(scheduler: Any = None, *, num_workers: int | None = None,
     else:
         raise ConfigError(
             f"unknown scheduler {scheduler!r}; pass None or 'threads' (default), 'sync', 'processes', "
-            "a distributed.Client, or a Dask get function"
+            "a distributed.Client, a scheduler address such as 'tcp://127.0.0.1:8786', or a Dask get function"
         )
