@@ -143,3 +143,20 @@ def test_sigkill_during_writes_never_leaves_half_a_checkpoint(tmp_path: Path) ->
         back = load_checkpoint(ckpt)  # old or new, never half
         assert weights_equal(back.params, dt.MLP([300, 300, 300, 10], seed=0).init_params(seed=back.step))
         assert back.fingerprint == {"i": back.step} and np.isfinite(back.params[0].W).all()
+
+
+def test_atomic_write_keeps_the_old_file_when_a_write_fails(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from dagtrain.data import atomic
+
+    target = atomic.atomic_write(tmp_path / "table.csv", "old\n")
+
+    def fail(src: object, dst: object) -> None:
+        raise OSError("disk full")
+
+    with monkeypatch.context() as m:
+        m.setattr(atomic.os, "replace", fail)
+        with pytest.raises(OSError, match="disk full"):
+            atomic.atomic_write(target, "new\n")
+    assert target.read_text() == "old\n" and sorted(p.name for p in tmp_path.iterdir()) == ["table.csv"]
+    atomic.atomic_write(target, b"new\n")
+    assert target.read_text() == "new\n"

@@ -207,6 +207,12 @@ def test_idx_truncated(tmp_path: Path) -> None:
         load_idx_dir(d)
 
 
+def test_idx_directory_missing(tmp_path: Path) -> None:
+    with pytest.raises(dt.StoreNotFoundError, match=r"MNIST directory .*nowhere does not exist; name the directory that "
+                                                    r"holds the four IDX files"):
+        load_idx_dir(tmp_path / "nowhere")
+
+
 def test_idx_missing_file(tmp_path: Path) -> None:
     d = _idx_dir(tmp_path)
     (d / "t10k-images-idx3-ubyte.gz").unlink()

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import dagtrain as dt
-from dagtrain.graph.ir import inputs_of, producer_of
+from dagtrain.graph.ir import add_control, inputs_of, producer_of
 from dagtrain.graph.window import Window
 from dagtrain.reference import train_reference, train_reference_layerlocal
 from tests.conftest import weights_equal
@@ -311,3 +311,14 @@ def test_delay_compensation_needs_momentum(blobs: dt.Dataset) -> None:
         dt.compile(MODEL, blobs, dt.LayerLocal(5, compensate=True), momentum=0.0)
     with pytest.raises(dt.ConfigError, match="compensate = 1 must be True or False"):
         dt.LayerLocal(5, compensate=1)  # type: ignore[arg-type]
+
+
+def test_a_user_pass_that_makes_a_cycle_fails_at_that_pass_with_the_cycle_printed(blobs: dt.Dataset) -> None:
+    def wait_for_the_future(g: nx.DiGraph, model: dt.MLP) -> nx.DiGraph:
+        add_control(g, "upd:L1:s6:c1", "fwd:L1:s5:c1", made_by="wait_for_the_future")
+        return g
+
+    schedule = dt.LayerLocal(4, extra=(("insert_syncs", wait_for_the_future),))
+    with pytest.raises(dt.GraphError, match=r"graph after pass wait_for_the_future breaks 1 rule\(s\):\n"
+                                            r"  rule 1 \(acyclic\): cycle .*fwd:L1:s5:c1 -> .*upd:L1:s6:c1 -> fwd:L1:s5:c1"):
+        dt.compile(MODEL, blobs, schedule, batch_size=16).validate()

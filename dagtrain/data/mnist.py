@@ -110,7 +110,8 @@ def load_idx_dir(directory: str | os.PathLike[str]) -> Splits:
     """Read the four standard IDX files; the last 10,000 training images become 'valid'."""
     d = Path(directory).expanduser()
     if not d.is_dir():
-        raise StoreNotFoundError(f"MNIST directory {d} does not exist")
+        raise StoreNotFoundError(f"MNIST directory {d} does not exist; name the directory that holds the four IDX files "
+                                 "(train-images-idx3-ubyte[.gz] and the other three)")
     images = {s: _read_idx(_find_idx(d, IDX_FILES[f"{s}_x"]), 3) for s in ("train", "test")}
     labels = {s: _read_idx(_find_idx(d, IDX_FILES[f"{s}_y"]), 1) for s in ("train", "test")}
     for s in ("train", "test"):
