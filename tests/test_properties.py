@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import dagtrain as dt
-from dagtrain.data.order import batch_indices
+from dagtrain.data.order import batch_indices, epoch_order
 from dagtrain.graph.validate import validate
 from dagtrain.reference import train_reference, train_reference_layerlocal
 from tests.conftest import make_blobs, weights_equal
@@ -50,13 +50,20 @@ class Case:
     epochs: int
     momentum: float
     schedule: dt.Schedule
+    max_steps: int | None = None
 
     def model(self) -> dt.MLP:
         return dt.MLP(list(self.sizes), activation=self.activation, seed=3)
 
     def plan(self, data: dt.Dataset) -> dt.Plan:
         return dt.compile(self.model(), data, self.schedule, batch_size=self.batch_size, epochs=self.epochs, lr=0.05,
-                          momentum=self.momentum)
+                          momentum=self.momentum, max_steps=self.max_steps)
+
+    @property
+    def steps(self) -> int:
+        """Training steps in the run."""
+        per_epoch = -(-N_SAMPLES // self.batch_size)
+        return min(self.epochs * per_epoch, self.max_steps or self.epochs * per_epoch)
 
 
 @st.composite
@@ -65,13 +72,15 @@ def cases(draw: st.DrawFn, schedules: tuple[str, ...] = ("sync", "layerlocal")) 
     hidden = draw(st.lists(st.integers(1, 9), min_size=depth - 1, max_size=depth - 1))
     batch_size = draw(st.integers(1, 40))
     epochs = draw(st.integers(1, 2))
-    steps = -(-N_SAMPLES // batch_size)
+    steps = epochs * -(-N_SAMPLES // batch_size)
+    max_steps = draw(st.none() | st.integers(1, steps))  # a run may stop mid-epoch
     kind = draw(st.sampled_from(schedules))
     schedule: dt.Schedule = dt.Sync()
     if kind == "layerlocal":
-        schedule = dt.LayerLocal(draw(st.integers(1, min(steps, 12))), draw(st.sampled_from(["shared", "sharded"])))
+        longest = min(max_steps or steps, -(-N_SAMPLES // batch_size), 12)
+        schedule = dt.LayerLocal(draw(st.integers(1, longest)), draw(st.sampled_from(["shared", "sharded"])))
     return Case((N_FEATURES, *hidden, N_CLASSES), draw(st.sampled_from(["relu", "tanh", "sigmoid"])), batch_size,
-                epochs, draw(st.sampled_from([0.0, 0.9])), schedule)
+                epochs, draw(st.sampled_from([0.0, 0.9])), schedule, max_steps)
 
 
 @given(case=cases())
@@ -103,21 +112,32 @@ def test_chains_share_no_path_between_syncs(case: Case, small: dt.Dataset) -> No
 
 @given(case=cases())
 def test_each_sample_is_read_the_expected_number_of_times(case: Case, small: dt.Dataset) -> None:
-    """Sync and sharded chains read each sample once per epoch; shared chains read it once per chain."""
+    """Sync and sharded chains read each sample once per epoch; shared chains read it once per chain.
+
+    The expectation comes from the epoch orders alone: the first ``steps * batch_size`` samples the
+    run visits, epoch after epoch, each read once (or once per chain).
+    """
     plan = case.plan(small)
     reads: Counter[int] = Counter()
     for i, w in enumerate(plan.windows):
         for _, d in plan.graph(i).nodes(data=True):
             if d["kind"] == "load":
                 reads.update(batch_indices(N_SAMPLES, CHUNK, case.model().seed, w.epoch, d["batch"], case.batch_size).tolist())
-    per_epoch = case.model().n_layers if isinstance(case.schedule, dt.LayerLocal) and case.schedule.data == "shared" else 1
-    assert reads == Counter({i: case.epochs * per_epoch for i in range(N_SAMPLES)})
+    times = case.model().n_layers if isinstance(case.schedule, dt.LayerLocal) and case.schedule.data == "shared" else 1
+    expected: Counter[int] = Counter()
+    left = case.steps * case.batch_size  # samples the run visits (the last batch of an epoch may be short)
+    for epoch in range(case.epochs):
+        visited = epoch_order(N_SAMPLES, CHUNK, case.model().seed, epoch)[:left]
+        expected.update({int(i): times for i in visited})
+        left -= -(-len(visited) // case.batch_size) * case.batch_size
+    assert reads == expected
 
 
 @given(case=cases())
 def test_lowered_run_equals_the_reference_loop(case: Case, small: dt.Dataset) -> None:
     plan = case.plan(small)
-    kw = {"batch_size": case.batch_size, "epochs": case.epochs, "lr": 0.05, "momentum": case.momentum}
+    kw = {"batch_size": case.batch_size, "epochs": case.epochs, "lr": 0.05, "momentum": case.momentum,
+          "max_steps": case.max_steps}
     if isinstance(case.schedule, dt.LayerLocal):
         expected = train_reference_layerlocal(case.model(), small, case.schedule, **kw)  # type: ignore[arg-type]
     else:
@@ -131,5 +151,5 @@ def test_lowered_run_equals_the_reference_loop(case: Case, small: dt.Dataset) ->
 def test_k_equal_one_shared_is_sync(case: Case, small: dt.Dataset) -> None:
     sync = case.plan(small).run("sync")
     layerlocal = dt.compile(case.model(), small, dt.LayerLocal(1, "shared"), batch_size=case.batch_size,
-                            epochs=case.epochs, lr=0.05, momentum=case.momentum).run("sync")
+                            epochs=case.epochs, lr=0.05, momentum=case.momentum, max_steps=case.max_steps).run("sync")
     assert weights_equal(layerlocal.weights, sync.weights)
