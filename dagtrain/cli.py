@@ -121,11 +121,12 @@ def scheduler_from_args(args: argparse.Namespace) -> Iterator[Any]:
     elif args.workers or getattr(args, "dashboard", False):
         from distributed import Client, LocalCluster
 
-        # The dashboard binds to 127.0.0.1 only: port 8787 if free, else any free port.
+        # Scheduler, workers and dashboard bind to --host (127.0.0.1 unless asked): port 8787 if free, else any.
         dashboard = getattr(args, "dashboard", False)
+        host = getattr(args, "host", "127.0.0.1")
         port = 8787 if dashboard and _port_free(8787) else 0
-        cluster = LocalCluster(n_workers=args.workers or 2, threads_per_worker=1, host="127.0.0.1",  # type: ignore[no-untyped-call]
-                               dashboard_address=f"127.0.0.1:{port}")
+        cluster = LocalCluster(n_workers=args.workers or 2, threads_per_worker=1, host=host,  # type: ignore[no-untyped-call]
+                               dashboard_address=f"{host}:{port}")
         with cluster, Client(cluster) as client:  # type: ignore[no-untyped-call]
             if dashboard:
                 print(f"Dask dashboard: {client.dashboard_link}", file=sys.stderr, flush=True)
@@ -279,6 +280,9 @@ def _add_run_arguments(parser: argparse.ArgumentParser, scheduler_help: str) -> 
     parser.add_argument("--scheduler", default="threads", help=scheduler_help)
     parser.add_argument("--scheduler-address", help="tcp://HOST:PORT of a running `dask scheduler` (same as --scheduler)")
     parser.add_argument("--workers", type=int, default=0, help="start a LocalCluster with N worker processes")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="interface the LocalCluster and its dashboard listen on (default 127.0.0.1: this machine "
+                             "only; 0.0.0.0 serves every interface, so only on a network you trust)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
     parser.add_argument("--quiet", action="store_true", help="no progress output")
 

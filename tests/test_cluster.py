@@ -110,6 +110,14 @@ def test_cli_dashboard_timeline_and_performance_report(blobs: dt.Dataset, tmp_pa
     assert "--performance-report needs a distributed cluster" in capsys.readouterr().err
 
 
+def test_cli_cluster_listens_on_the_host_asked_for(blobs: dt.Dataset, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """127.0.0.1 by default (above); ``--host`` picks another interface (here 127.0.0.2: another loopback address)."""
+    code = main(["train", "--data", blobs.path, "--layers", "12,8,3", "--max-steps", "4", "--quiet", "--workers", "1",
+                 "--host", "127.0.0.2", "--dashboard", "--out", str(tmp_path / "w.zarr")])
+    assert code == 0 and "Dask dashboard: http://127.0.0.2:" in capsys.readouterr().err
+
+
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="needs Debian's chromium (.ci/run installs it)")
 def test_timeline_renders_in_a_headless_browser(blobs: dt.Dataset, local_cluster: object, tmp_path: Path) -> None:
     """Open the timeline HTML in real headless Chromium and find each chain's colour in the screenshot."""
