@@ -97,6 +97,9 @@ def format_history(result: TrainResult) -> str:
         rows.append(f"{r['epoch']:>5} {r['step']:>7} {r['train_loss']:>10.4f} {tl:>10} {ta:>9} {r['seconds']:>8.2f}")
     rows.append(f"{result.samples} samples in {result.wall_time:.2f} s on {result.scheduler}: "
                 f"{result.samples_per_second:,.0f} samples/s")
+    for r in result.info.get("rollbacks", []):
+        chain = "" if r["chain"] is None else f" in chain {r['chain']}"
+        rows.append(f"diverged at step {r['step']}{chain}: rolled back to step {r['restart_step']}, lr {r['lr']:g}")
     return "\n".join(rows)
 
 
@@ -168,7 +171,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"history": result.history, "test_accuracy": result.test_accuracy,
                           "samples_per_second": result.samples_per_second, "wall_time": result.wall_time,
-                          "weights": str(out)}))
+                          "rollbacks": result.info.get("rollbacks", []), "weights": str(out)}))
     else:
         print(format_history(result))
         print(f"weights saved to {out}")

@@ -125,3 +125,15 @@ def test_rollback_gives_up_after_ten_halvings(blobs: dt.Dataset) -> None:
 def test_on_divergence_must_be_a_policy(blobs: dt.Dataset) -> None:
     with pytest.raises(dt.ConfigError, match="on_divergence = 'skip' is not a policy; choose 'raise' or 'rollback'"):
         dt.compile(model(), blobs, max_steps=2).run(on_divergence="skip")
+
+
+def test_cli_reports_rollbacks_and_stops_clearly_on_divergence(blobs: dt.Dataset, tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    from dagtrain.cli import main
+
+    args = ["train", "--data", blobs.path, "--layers", "12,16,8,3", "--lr", "1e5", "--batch-size", "16",
+            "--epochs", "1", "--quiet", "--scheduler", "sync"]
+    assert main([*args, "--out", str(tmp_path / "a.zarr")]) == 2
+    assert "dagtrain: error: training diverged: the loss of step 4 is nan" in capsys.readouterr().err
+    assert main([*args, "--on-divergence", "rollback", "--out", str(tmp_path / "b.zarr")]) == 0
+    assert "diverged at step 4: rolled back to step 0, lr 50000\n" in capsys.readouterr().out
