@@ -130,7 +130,8 @@ def execute(plan: Plan, scheduler: Any = None, *,
                 continue
             finally:
                 submitted += 1
-            marks = [*marks[-MAX_ROLLBACKS:], run.snapshot()]
+            if on_divergence == "rollback":  # only a rollback needs the snapshots (each keeps a window's weights alive)
+                marks = [*marks[-MAX_ROLLBACKS:], run.snapshot()]
             before = run.params
             run.index += 1
             run.params = new_params
