@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import os
 from collections import Counter
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -35,6 +35,7 @@ from dagtrain.execute.ops import RunConfig, eval_parts
 from dagtrain.execute.program import WindowProgram, compile_program
 from dagtrain.graph.validate import validate
 from dagtrain.graph.window import Window, plan_windows, total_steps
+from dagtrain.model.functional import Params
 from dagtrain.model.mlp import MLP
 from dagtrain.result import TrainResult
 from dagtrain.schedules.base import Schedule
@@ -250,7 +251,7 @@ class Plan:
     def run(self, scheduler: Any = None, *, progress: Callable[[int, int, dict[str, Any]], None] | None = None,
             checkpoint: str | os.PathLike[str] | None = None, checkpoint_every: int = 1,
             resume: str | os.PathLike[str] | None = None, blas_threads: int = 1,
-            on_divergence: str = "raise") -> TrainResult:
+            on_divergence: str = "raise", init: TrainResult | Sequence[Params] | None = None) -> TrainResult:
         """Train. ``scheduler``: None/'threads' (default), 'sync', 'processes', a distributed.Client or a get function.
 
         ``progress(steps_done, total_steps, info)`` is called after every window.
@@ -268,14 +269,20 @@ class Plan:
         the default). ``"rollback"`` instead restarts the window from the snapshot it began
         with at half the lr, up to 10 times; ``result.info["rollbacks"]`` lists them and
         checkpoints carry the lower lr, so a resumed run keeps it.
+        ``init``: start from these weights instead of the model's initial ones (a warm
+        start, as scikit-learn's ``partial_fit`` does): a list of ``Params`` per layer, or
+        a previous :class:`TrainResult`, whose momentum is carried over too. Not with ``resume``.
         """
-        from dagtrain.execute.run import ON_DIVERGENCE, execute
+        from dagtrain.execute.run import ON_DIVERGENCE, execute, initial_state
 
         _positive_int("checkpoint_every", checkpoint_every, "5")
         if on_divergence not in ON_DIVERGENCE:
             raise ConfigError(f"on_divergence = {on_divergence!r} is not a policy; choose 'raise' or 'rollback'")
+        if init is not None and resume is not None:
+            raise ConfigError("pass init (a warm start) or resume (a checkpoint of this plan), not both")
+        start = None if init is None else initial_state(self.model, init)
         return execute(self, scheduler, progress=progress, checkpoint=checkpoint, checkpoint_every=checkpoint_every,
-                       resume=resume, blas_threads=blas_threads, on_divergence=on_divergence)
+                       resume=resume, blas_threads=blas_threads, on_divergence=on_divergence, init=start)
 
     def _build(self, window: Window) -> nx.DiGraph:
         return self.schedule.build(self.model, window, self.config.batch_size,

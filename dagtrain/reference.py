@@ -54,23 +54,27 @@ def train_reference(
     seed: int | None = None,
     arrays: tuple[np.ndarray, np.ndarray] | None = None,
     blas_threads: int = 1,
+    init: tuple[Sequence[Params], Sequence[Params | None]] | None = None,
 ) -> list[Params]:
     """Train with a plain loop over batches; return the weights. ``arrays`` skips reading the store.
+
+    ``init``: (weights, velocity) to start from instead of the model's initial weights.
 
     BLAS runs on ``blas_threads`` threads (1, as in a plan's tasks: a different thread
     count changes the summation order and so the last bits of the result).
     """
     with threadpool_limits(limits=blas_threads, user_api="blas"):
-        return _loop(model, data, batch_size, epochs, lr, momentum, max_steps, seed, arrays)
+        return _loop(model, data, batch_size, epochs, lr, momentum, max_steps, seed, arrays, init)
 
 
 def _loop(model: MLP, data: Dataset, batch_size: int, epochs: int, lr: float, momentum: float,
-          max_steps: int | None, seed: int | None, arrays: tuple[np.ndarray, np.ndarray] | None) -> list[Params]:
+          max_steps: int | None, seed: int | None, arrays: tuple[np.ndarray, np.ndarray] | None,
+          init: tuple[Sequence[Params], Sequence[Params | None]] | None = None) -> list[Params]:
     x_all, y_all = arrays if arrays is not None else data.read_split("train")
     seed = model.seed if seed is None else seed
     n = len(y_all)
-    params = model.init_params()
-    velocity: list[Params | None] = [None] * model.n_layers
+    params = model.init_params() if init is None else list(init[0])
+    velocity: list[Params | None] = [None] * model.n_layers if init is None else list(init[1])
     acts = [model.layer_activation(layer) for layer in range(1, model.n_layers + 1)]
     step = 0
     for epoch in range(epochs):

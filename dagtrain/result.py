@@ -28,7 +28,8 @@ class TrainResult:
     epoch ends), ``step``, ``train_loss`` (mean over the batches since the previous row),
     ``test_loss``, ``test_accuracy`` and ``seconds`` since the start of the run.
     ``tasks`` records when and on which worker each Dask task ran
-    (:class:`~dagtrain.execute.trace.TaskRecord`).
+    (:class:`~dagtrain.execute.trace.TaskRecord`). ``velocity`` is the momentum state at
+    the end (None per layer without momentum): ``plan.run(init=result)`` continues from both.
     """
 
     weights: list[Params]
@@ -39,6 +40,7 @@ class TrainResult:
     scheduler: str
     info: dict[str, Any] = field(default_factory=dict)
     tasks: list[TaskRecord] = field(default_factory=list, repr=False)
+    velocity: list[Params | None] = field(default_factory=list, repr=False)
 
     @property
     def test_accuracy(self) -> float | None:

@@ -12,6 +12,7 @@ import pytest
 
 import dagtrain as dt
 from dagtrain.cli import main
+from tests.conftest import weights_equal
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [
@@ -136,3 +137,39 @@ def test_a_schedule_given_by_name_is_refused_with_the_objects_to_use(blobs: dt.D
     with pytest.raises(dt.ConfigError, match=r"schedule must be a dagtrain schedule object, got 'layerlocal'; "
                                              r"use dt.Sync\(\), dt.LayerLocal\(k=10\)"):
         dt.compile(dt.MLP([12, 3]), blobs, "layerlocal")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("scheduler", ["sync", "threads"])
+def test_warm_start_continues_weights_and_momentum(blobs: dt.Dataset, scheduler: str) -> None:
+    """plan.run(init=previous) equals the plain loop started from the previous weights and velocity."""
+    from dagtrain.reference import train_reference
+
+    model = dt.MLP([12, 16, 3], seed=4)
+    plan = dt.compile(model, blobs, batch_size=32, epochs=1, lr=0.05, momentum=0.9, window_steps=8)
+    first = plan.run(scheduler)
+    assert all(v is not None for v in first.velocity)
+    second = plan.run(scheduler, init=first)
+    expected = train_reference(model, blobs, batch_size=32, epochs=1, lr=0.05, momentum=0.9,
+                               init=(first.weights, first.velocity))
+    assert weights_equal(second.weights, expected)
+    assert not weights_equal(second.weights, first.weights)
+    # Weights alone start with zero momentum; the caller's arrays are copied, never written to.
+    before = [p.W.copy() for p in first.weights]
+    alone = plan.run(scheduler, init=first.weights)
+    assert weights_equal(alone.weights, train_reference(model, blobs, batch_size=32, lr=0.05, momentum=0.9,
+                                                        init=(first.weights, [None, None])))
+    assert all(np.array_equal(a, p.W) for a, p in zip(before, first.weights, strict=True))
+
+
+def test_warm_start_is_checked(blobs: dt.Dataset, tmp_path: Path) -> None:
+    plan = dt.compile(dt.MLP([12, 16, 3]), blobs, max_steps=2)
+    good = dt.MLP([12, 16, 3]).init_params()
+    with pytest.raises(dt.ConfigError, match=r"init layer L2: W \(16, 4\) and b \(4,\) must be \(16, 3\) and \(3,\)"):
+        plan.run("sync", init=dt.MLP([12, 16, 4]).init_params())
+    with pytest.raises(dt.ConfigError, match=r"init must hold one Params\(W, b\) per layer \(2 for sizes \[12, 16, 3\]\)"):
+        plan.run("sync", init=good[:1])
+    bad = [good[0], dt.Params(good[1].W * np.nan, good[1].b)]
+    with pytest.raises(dt.ConfigError, match="init layer L2 holds NaN or inf"):
+        plan.run("sync", init=bad)
+    with pytest.raises(dt.ConfigError, match="not both"):
+        plan.run("sync", init=good, resume=tmp_path / "ckpt.zarr")

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from dagtrain.data.order import steps_per_epoch
-from dagtrain.errors import DivergenceError
+from dagtrain.errors import ConfigError, DivergenceError
 from dagtrain.execute.checkpoint import Checkpoint, fingerprint, load_checkpoint, save_checkpoint
 from dagtrain.execute.divergence import check_window
 from dagtrain.execute.lower import dask_key, lower
@@ -17,6 +19,8 @@ from dagtrain.execute.place import chain_workers, placed_graph
 from dagtrain.execute.program import WindowProgram
 from dagtrain.execute.schedulers import open_scheduler
 from dagtrain.graph.window import Window
+from dagtrain.model.functional import Params
+from dagtrain.model.mlp import MLP
 from dagtrain.result import TrainResult
 from dagtrain.schedules.adaptive import Adaptive
 
@@ -54,13 +58,13 @@ def execute(plan: Plan, scheduler: Any = None, *,
             progress: Callable[[int, int, dict[str, Any]], None] | None = None,
             checkpoint: str | os.PathLike[str] | None = None, checkpoint_every: int = 1,
             resume: str | os.PathLike[str] | None = None, blas_threads: int = 1,
-            on_divergence: str = "raise") -> TrainResult:
-    """Train ``plan`` on ``scheduler``; see :meth:`dagtrain.plan.Plan.run`."""
+            on_divergence: str = "raise", init: tuple[list[Any], list[Any]] | None = None) -> TrainResult:
+    """Train ``plan`` on ``scheduler``; see :meth:`dagtrain.plan.Plan.run`. ``init``: (params, velocity) to start from."""
     model, cfg = plan.model, plan.config
     L = model.n_layers
     windows = plan.windows
     total = sum(w.n_steps for w in windows)
-    run = RunState(0, model.init_params(), [None] * L)
+    run = RunState(0, model.init_params(), [None] * L) if init is None else RunState(0, *init)
     saved_state: dict[str, Any] = {}
     last_good: tuple[str, int] | None = None  # (checkpoint path, its step)
     if resume is not None:
@@ -170,7 +174,8 @@ def execute(plan: Plan, scheduler: Any = None, *,
             if progress is not None:
                 progress(run.done, total, info)
         wall = time.perf_counter() - start
-    return TrainResult(weights=run.params, history=run.history, steps=run.done, samples=run.samples, wall_time=wall,
+    return TrainResult(weights=run.params, velocity=run.velocity, history=run.history, steps=run.done,
+                       samples=run.samples, wall_time=wall,
                        tasks=tasks, scheduler=sched.name,
                        info={"workers": sched.workers, "segment_steps": plan.segment_steps,
                              "window_steps": plan.window_steps, "placement": placement,
@@ -178,6 +183,30 @@ def execute(plan: Plan, scheduler: Any = None, *,
                              "sync_steps": run.sync_steps if adaptive is not None else plan.sync_steps(),
                              "adaptive": run.decisions, "rollbacks": rollbacks, "lr": cfg.lr * lr_scale,
                              "schedule": str(plan.schedule)})
+
+
+def initial_state(model: MLP, init: TrainResult | Sequence[Params]) -> tuple[list[Any], list[Any]]:
+    """The (params, velocity) a warm start begins from: checked against ``model``, copied, cast to its dtype.
+
+    ``init`` is a list of ``Params`` per layer (velocity starts at zero) or a TrainResult
+    (its final momentum velocity is carried over too).
+    """
+    weights = init.weights if isinstance(init, TrainResult) else init
+    velocity = list(init.velocity) if isinstance(init, TrainResult) and init.velocity else [None] * model.n_layers
+    if isinstance(weights, (str, bytes)) or not isinstance(weights, Sequence) or len(weights) != model.n_layers:
+        raise ConfigError(f"init must hold one Params(W, b) per layer ({model.n_layers} for sizes {list(model.sizes)}), "
+                          f"got {type(weights).__name__}")
+    params = []
+    for layer, p in enumerate(weights, start=1):
+        shapes = ((model.sizes[layer - 1], model.sizes[layer]), (model.sizes[layer],))
+        W, b = (np.array(a, dtype=model.dtype) for a in p)  # copies: the run never shares the caller's arrays
+        if (W.shape, b.shape) != shapes:
+            raise ConfigError(f"init layer L{layer}: W {W.shape} and b {b.shape} must be {shapes[0]} and {shapes[1]} "
+                              f"for sizes {list(model.sizes)}")
+        if not (np.isfinite(W).all() and np.isfinite(b).all()):
+            raise ConfigError(f"init layer L{layer} holds NaN or inf; start from finite weights")
+        params.append(Params(W, b))
+    return params, velocity
 
 
 def _with_checkpoint(err: DivergenceError, last_good: tuple[str, int] | None, rollbacks: int) -> DivergenceError:
