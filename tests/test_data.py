@@ -51,6 +51,38 @@ def test_bad_data_is_refused_before_writing(tmp_path: Path, x: np.ndarray, y: np
     assert os.listdir(tmp_path) == []  # no temporary directory left behind either
 
 
+@pytest.mark.parametrize("kind", ["dask", "zarr"])
+def test_dask_and_zarr_x_are_written_block_by_block(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str) -> None:
+    import dask.array as da
+    import zarr
+
+    from dagtrain.data import store
+
+    monkeypatch.setattr(store, "BLOCK_BYTES", 3 * 16 * 5 * 4)  # 3 chunks of 16 rows per block: 4 blocks for 200 rows
+    x, y = make_blobs(200, 5, 4, seed=0)
+    reads: list[tuple[int, int]] = []
+    rows = store._rows
+    monkeypatch.setattr(store, "_rows", lambda a, lo, hi: reads.append((lo, hi)) or rows(a, lo, hi))
+    if kind == "dask":
+        lazy: object = da.from_array(x, chunks=(37, 5))
+    else:
+        lazy = zarr.create_array(str(tmp_path / "x.zarr"), shape=x.shape, dtype="float64", chunks=(50, 5))
+        lazy[...] = x  # type: ignore[index]
+    ds = dt.to_zarr(lazy, da.from_array(y) if kind == "dask" else y, tmp_path / "d.zarr", batch_size=16)
+    rx, ry = ds.read_split("train")
+    assert np.array_equal(rx, x) and np.array_equal(ry, y)
+    assert reads == [(0, 48), (48, 96), (96, 144), (144, 192), (192, 200)]  # a block at a time, never all of x
+    # A NaN in a later block names the right sample, and nothing is left behind.
+    x[150, 2] = np.nan
+    bad = da.from_array(x, chunks=(37, 5)) if kind == "dask" else zarr.create_array(
+        str(tmp_path / "xbad.zarr"), shape=x.shape, dtype="float64", chunks=(50, 5))
+    if kind == "zarr":
+        bad[...] = x  # type: ignore[index]
+    with pytest.raises(dt.DataError, match="the first at sample 150, feature 2"):
+        dt.to_zarr(bad, y, tmp_path / "nan.zarr", batch_size=16)
+    assert not (tmp_path / "nan.zarr").exists()
+
+
 def test_labels_above_n_classes_are_refused(tmp_path: Path) -> None:
     with pytest.raises(dt.DataError, match=r"y\[2\] = 7 is out of range.*below n_classes=3"):
         dt.to_zarr(np.zeros((3, 2)), np.array([0, 1, 7]), tmp_path / "d.zarr", 2, n_classes=3)

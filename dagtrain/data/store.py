@@ -32,36 +32,63 @@ FORMAT = "dagtrain.dataset/1"
 Array = np.ndarray
 
 
-def _check_split(name: str, x: Any, y: Any, n_classes: int | None) -> tuple[Array, Array]:
-    x = np.asarray(x)
-    y = np.asarray(y)
-    if x.ndim != 2:
-        raise DataError(f"split {name!r}: x must be 2-D (samples, features), got shape {x.shape}; "
+BLOCK_BYTES = 16 * 2**20  # rows of x read, checked and written at a time: a dask or zarr x never sits whole in memory
+
+
+def _as_array(x: Any) -> Any:
+    """``x`` itself when it is array-like with a shape and dtype (numpy, dask, zarr), else ``np.asarray(x)``."""
+    return x if hasattr(x, "shape") and hasattr(x, "dtype") and hasattr(x, "__getitem__") else np.asarray(x)
+
+
+def _rows(x: Any, lo: int, hi: int) -> Array:
+    """Rows lo:hi of ``x`` as a numpy array: computes only those rows of a dask array, reads only those of a zarr one."""
+    part = x[lo:hi]
+    compute = getattr(part, "compute", None)
+    return np.asarray(compute() if callable(compute) else part)
+
+
+def _check_features(name: str, x: Any) -> None:
+    """Shape and dtype of ``x``, from its metadata alone."""
+    if len(x.shape) != 2:
+        raise DataError(f"split {name!r}: x must be 2-D (samples, features), got shape {tuple(x.shape)}; "
                         "reshape it, e.g. x.reshape(len(x), -1)")
-    if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
-        raise DataError(f"split {name!r}: x has dtype {x.dtype}; it must be numeric")
-    if y.ndim != 1:
-        raise DataError(f"split {name!r}: y must be 1-D integer class labels, got shape {y.shape}")
-    if len(x) != len(y):
-        raise DataError(f"split {name!r}: x has {len(x)} samples but y has {len(y)}; they must match")
-    if len(x) == 0:
-        raise DataError(f"split {name!r} is empty")
-    if not np.issubdtype(y.dtype, np.integer) and (not np.issubdtype(y.dtype, np.floating) or not np.all(np.mod(y, 1) == 0)):
-        raise DataError(f"split {name!r}: y must hold integer class labels, got dtype {y.dtype}")
-    x = x.astype(np.float32, copy=False)
-    bad = ~np.isfinite(x)
+    dtype = np.dtype(x.dtype)
+    if not (np.issubdtype(dtype, np.floating) or np.issubdtype(dtype, np.integer)):
+        raise DataError(f"split {name!r}: x has dtype {dtype}; it must be numeric")
+
+
+def _check_finite(name: str, block: Array, lo: int) -> Array:
+    """``block`` (rows from sample ``lo`` on) as float32; refuses NaN and inf, naming the first."""
+    block = block.astype(np.float32, copy=False)
+    bad = ~np.isfinite(block)
     if bad.any():
         row, col = np.argwhere(bad)[0]
         raise DataError(
-            f"split {name!r}: x holds {int(bad.sum())} NaN or inf values, the first at sample {row}, "
+            f"split {name!r}: x holds {int(bad.sum())} NaN or inf values, the first at sample {lo + row}, "
             f"feature {col}; clean or impute the data before writing it"
         )
+    return block
+
+
+def _check_labels(name: str, y: Any, n: int, n_classes: int | None) -> Array:
+    """``y`` as int32 class labels of ``n`` samples, checked."""
+    compute = getattr(y, "compute", None)
+    y = np.asarray(compute() if callable(compute) else y)
+    if y.ndim != 1:
+        raise DataError(f"split {name!r}: y must be 1-D integer class labels, got shape {y.shape}")
+    if n != len(y):
+        raise DataError(f"split {name!r}: x has {n} samples but y has {len(y)}; they must match")
+    if n == 0:
+        raise DataError(f"split {name!r} is empty")
+    if not np.issubdtype(y.dtype, np.integer) and (not np.issubdtype(y.dtype, np.floating) or not np.all(np.mod(y, 1) == 0)):
+        raise DataError(f"split {name!r}: y must hold integer class labels, got dtype {y.dtype}")
     y = y.astype(np.int64)
     if y.min() < 0 or (n_classes is not None and y.max() >= n_classes):
         hi = "" if n_classes is None else f" and below n_classes={n_classes}"
         i = int(np.argmax((y < 0) | (y >= (n_classes if n_classes is not None else np.inf))))
         raise DataError(f"split {name!r}: label y[{i}] = {y[i]} is out of range; labels must be >= 0{hi}")
-    return x, y.astype(np.int32)
+    labels: Array = y.astype(np.int32)
+    return labels
 
 
 def write_dataset(
@@ -76,6 +103,10 @@ def write_dataset(
 ) -> Dataset:
     """Validate the splits and write them as one zarr store, atomically.
 
+    Each split is ``(x, y)``: ``x`` (samples, features) numeric, ``y`` (samples,) integer
+    labels. ``x`` may be a numpy, dask or zarr array (or anything numpy can convert): it
+    is read, checked and written a block of rows at a time, so a dask or zarr ``x`` larger
+    than memory is fine; ``y`` is read whole.
     The store is written into a temporary directory beside ``path`` and renamed into
     place only when complete, so an error or a kill never leaves a half-written store.
     ``n_classes`` defaults to the largest label plus one.
@@ -84,26 +115,35 @@ def write_dataset(
         raise ConfigError(f"chunk_size (batch_size) = {chunk_size!r} must be a positive integer, e.g. 128")
     if "train" not in splits:
         raise DataError(f"the splits {sorted(splits)} have no 'train' split")
-    checked = {name: _check_split(name, x, y, n_classes) for name, (x, y) in splits.items()}
-    widths = {name: x.shape[1] for name, (x, _) in checked.items()}
+    arrays = {name: _as_array(x) for name, (x, _) in splits.items()}
+    for name, x in arrays.items():
+        _check_features(name, x)
+    labels = {name: _check_labels(name, y, int(arrays[name].shape[0]), n_classes) for name, (_, y) in splits.items()}
+    widths = {name: int(x.shape[1]) for name, x in arrays.items()}
     if len(set(widths.values())) != 1:
         raise DataError(f"splits disagree on the number of features: {widths}")
     if n_classes is None:
-        n_classes = int(max(int(y.max()) for _, y in checked.values())) + 1
+        n_classes = int(max(int(y.max()) for y in labels.values())) + 1
+    n_features = next(iter(widths.values()))
     attrs = {
         "format": FORMAT,
-        "n_features": int(next(iter(widths.values()))),
+        "n_features": n_features,
         "n_classes": int(n_classes),
         "chunk_size": int(chunk_size),
-        "splits": {name: len(y) for name, (_, y) in checked.items()},
+        "splits": {name: len(y) for name, y in labels.items()},
         "source": source,
     }
+    block = int(chunk_size) * max(1, BLOCK_BYTES // (int(chunk_size) * max(n_features, 1) * 4))
     compressors: Any = "auto" if compress else None
     with atomic_directory(path, overwrite=overwrite) as tmp:
         root = zarr.open_group(str(tmp), mode="w")
-        for name, (x, y) in checked.items():
-            root.create_array(f"{name}/x", shape=x.shape, dtype="float32", chunks=(chunk_size, x.shape[1]),
-                              compressors=compressors, fill_value=np.nan)[...] = x
+        for name, x in arrays.items():
+            y = labels[name]
+            out = root.create_array(f"{name}/x", shape=(len(y), n_features), dtype="float32",
+                                    chunks=(chunk_size, n_features), compressors=compressors, fill_value=np.nan)
+            for lo in range(0, len(y), block):
+                hi = min(lo + block, len(y))
+                out[lo:hi] = _check_finite(name, _rows(x, lo, hi), lo)
             root.create_array(f"{name}/y", shape=y.shape, dtype="int32", chunks=(chunk_size,),
                               compressors=compressors, fill_value=-1)[...] = y
         root.attrs.update(attrs)  # type: ignore[arg-type]
@@ -121,6 +161,8 @@ def to_zarr(
     overwrite: bool = False,
 ) -> Dataset:
     """Write training samples ``x`` (n, features) and labels ``y`` (n,) to a zarr store.
+
+    ``x`` may be a numpy, dask or zarr array: it is copied a block of rows at a time.
 
     Chunks hold ``batch_size`` samples, so one training step reads one chunk. ``test``
     adds a held-out split used for the test accuracy. Returns the opened :class:`Dataset`.
