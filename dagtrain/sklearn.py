@@ -85,8 +85,10 @@ class DagMLPClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
     k : int, default=10
         LayerLocal's communication interval: steps between syncs. When a call trains fewer
         steps than ``k``, it syncs once at its end (k is lowered to the number of steps).
-    data_mode : {"shared", "sharded"}, default="shared"
-        LayerLocal's data mode: every chain sees every batch, or the batches are dealt out.
+    data_mode : {"sharded", "shared"}, default="sharded"
+        LayerLocal's data mode: the batches are dealt out among the chains, or every chain
+        sees every batch. On MNIST, sharded reached the same or better accuracy than shared in
+        about half the time (1 or 2 epochs, 6,000 to 50,000 samples, two seeds).
     batch_size : int, default=128
         Samples per step (at most the number of samples).
     epochs : int, default=10
@@ -136,7 +138,7 @@ class DagMLPClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         activation: str = "relu",
         schedule: str | Schedule = "layerlocal",
         k: int = 10,
-        data_mode: str = "shared",
+        data_mode: str = "sharded",
         batch_size: int = 128,
         epochs: int = 10,
         lr: float = 0.05,

@@ -41,7 +41,7 @@ def test_fit_predict_score(problem: tuple[np.ndarray, ...]) -> None:
     assert [W.shape for W in clf.coefs_] == [(10, 32), (32, 32), (32, 4)]
     assert clf.n_iter_ == 5 and clf.t_ == 5 * 500 and len(clf.loss_curve_) == 5
     assert clf.loss_curve_[-1] < clf.loss_curve_[0]
-    assert clf.result_.info["schedule"] == "LayerLocal(k=5, data='shared')"
+    assert clf.result_.info["schedule"] == "LayerLocal(k=5, data='sharded')"
 
 
 def test_string_labels_and_binary(problem: tuple[np.ndarray, ...]) -> None:
@@ -92,7 +92,7 @@ def test_k_1_layerlocal_is_sync(problem: tuple[np.ndarray, ...]) -> None:
     x, y, _, _ = problem
     kwargs: dict[str, Any] = {"hidden": (16, 16), "epochs": 2, "batch_size": 32, "random_state": 1}
     a = DagMLPClassifier(schedule="sync", **kwargs).fit(x, y)
-    b = DagMLPClassifier(schedule="layerlocal", k=1, **kwargs).fit(x, y)
+    b = DagMLPClassifier(schedule="layerlocal", k=1, data_mode="shared", **kwargs).fit(x, y)
     assert all(np.array_equal(p, q) for p, q in zip(a.coefs_, b.coefs_, strict=True))
 
 
@@ -114,7 +114,7 @@ def test_partial_fit(problem: tuple[np.ndarray, ...]) -> None:
         clf.partial_fit(x[:10, :3], y[:10])
     # Fewer steps than k: the call syncs once, at its end.
     few = DagMLPClassifier(hidden=(8,), k=50, batch_size=32, random_state=0).partial_fit(x[:64], y[:64], classes=range(4))
-    assert few.result_.info["schedule"] == "LayerLocal(k=2, data='shared')"
+    assert few.result_.info["schedule"] == "LayerLocal(k=2, data='sharded')"
 
 
 @pytest.mark.parametrize(("params", "message"), [
