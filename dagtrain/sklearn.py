@@ -115,7 +115,7 @@ class DagMLPClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         The class labels.
     n_features_in_ : int
         Number of features seen in ``fit``.
-    feature_names_in_ : ndarray of shape (n_features_in_,)
+    feature_names_in_ : ndarray of shape (n_features,)
         Names of the features, when ``X`` had string column names (a DataFrame).
     coefs_ : list of ndarray
         ``coefs_[i]`` is the weight matrix of layer ``i + 1``, shape (n_in, n_out).
