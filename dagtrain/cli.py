@@ -112,12 +112,12 @@ def format_history(result: TrainResult) -> str:
     return "\n".join(rows)
 
 
-def _port_free(port: int) -> bool:
+def _port_free(port: int, host: str = "127.0.0.1") -> bool:
     import socket
 
     with socket.socket() as s:
         try:
-            s.bind(("127.0.0.1", port))
+            s.bind((host, port))
         except OSError:
             return False
     return True
@@ -136,9 +136,18 @@ def scheduler_from_args(args: argparse.Namespace) -> Iterator[Any]:
         # Scheduler, workers and dashboard bind to --host (127.0.0.1 unless asked): port 8787 if free, else any.
         dashboard = getattr(args, "dashboard", False)
         host = getattr(args, "host", "127.0.0.1")
-        port = 8787 if dashboard and _port_free(8787) else 0
-        cluster = LocalCluster(n_workers=args.workers or 2, threads_per_worker=1, host=host,  # type: ignore[no-untyped-call]
-                               dashboard_address=f"{host}:{port}")
+        port = 8787 if dashboard and _port_free(8787, host) else 0
+
+        def start(port: int) -> Any:
+            return LocalCluster(n_workers=args.workers or 2, threads_per_worker=1, host=host,  # type: ignore[no-untyped-call]
+                                dashboard_address=f"{host}:{port}")
+
+        try:
+            cluster = start(port)
+        except RuntimeError as exc:  # 8787 was taken between the check and the bind: any free port will do
+            if port == 0 or "in use" not in str(exc):
+                raise
+            cluster = start(0)
         with cluster, Client(cluster) as client:  # type: ignore[no-untyped-call]
             if dashboard:
                 print(f"Dask dashboard: {client.dashboard_link}", file=sys.stderr, flush=True)

@@ -118,6 +118,31 @@ def test_cli_cluster_listens_on_the_host_asked_for(blobs: dt.Dataset, tmp_path: 
     assert code == 0 and "Dask dashboard: http://127.0.0.2:" in capsys.readouterr().err
 
 
+# distributed leaks one unbound socket when a LocalCluster fails to bind its dashboard; that is
+# its cleanup, not ours, and the failed start is the point of this test.
+@pytest.mark.filterwarnings("ignore::ResourceWarning", "ignore::pytest.PytestUnraisableExceptionWarning")
+def test_cli_dashboard_takes_any_port_when_8787_is_taken_after_the_check(blobs: dt.Dataset, tmp_path: Path,
+                                                                         capsys: pytest.CaptureFixture[str],
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two runs starting at once (parallel tox envs) both see 8787 free; the loser falls back to a free port."""
+    import socket
+
+    from dagtrain import cli
+
+    monkeypatch.setattr(cli, "_port_free", lambda port, host="127.0.0.1": True)
+    with socket.socket() as taken:
+        taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a recent run's port may be in TIME_WAIT
+        try:
+            taken.bind(("127.0.0.3", 8787))
+        except OSError:
+            pytest.skip("127.0.0.3:8787 is in use already")
+        taken.listen()
+        code = main(["train", "--data", blobs.path, "--layers", "12,8,3", "--max-steps", "4", "--quiet", "--workers", "1",
+                     "--host", "127.0.0.3", "--dashboard", "--out", str(tmp_path / "w.zarr")])
+    err = capsys.readouterr().err
+    assert code == 0 and "Dask dashboard: http://127.0.0.3:" in err and ":8787/" not in err
+
+
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="needs Debian's chromium (.ci/run installs it)")
 def test_timeline_renders_in_a_headless_browser(blobs: dt.Dataset, local_cluster: object, tmp_path: Path) -> None:
     """Open the timeline HTML in real headless Chromium and find each chain's colour in the screenshot."""
