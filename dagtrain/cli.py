@@ -112,6 +112,9 @@ def format_history(result: TrainResult) -> str:
     return "\n".join(rows)
 
 
+DASHBOARD_PORT = 8787  # Dask's usual dashboard port, when it is free
+
+
 def _port_free(port: int, host: str = "127.0.0.1") -> bool:
     import socket
 
@@ -133,10 +136,10 @@ def scheduler_from_args(args: argparse.Namespace) -> Iterator[Any]:
     elif args.workers or getattr(args, "dashboard", False):
         from distributed import Client, LocalCluster
 
-        # Scheduler, workers and dashboard bind to --host (127.0.0.1 unless asked): port 8787 if free, else any.
+        # Scheduler, workers and dashboard bind to --host (127.0.0.1 unless asked): DASHBOARD_PORT if free, else any.
         dashboard = getattr(args, "dashboard", False)
         host = getattr(args, "host", "127.0.0.1")
-        port = 8787 if dashboard and _port_free(8787, host) else 0
+        port = DASHBOARD_PORT if dashboard and _port_free(DASHBOARD_PORT, host) else 0
 
         def start(port: int) -> Any:
             return LocalCluster(n_workers=args.workers or 2, threads_per_worker=1, host=host,  # type: ignore[no-untyped-call]
@@ -144,7 +147,7 @@ def scheduler_from_args(args: argparse.Namespace) -> Iterator[Any]:
 
         try:
             cluster = start(port)
-        except RuntimeError as exc:  # 8787 was taken between the check and the bind: any free port will do
+        except RuntimeError as exc:  # the port was taken between the check and the bind: any free port will do
             if port == 0 or "in use" not in str(exc):
                 raise
             cluster = start(0)

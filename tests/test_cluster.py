@@ -129,18 +129,16 @@ def test_cli_dashboard_takes_any_port_when_8787_is_taken_after_the_check(blobs: 
 
     from dagtrain import cli
 
-    monkeypatch.setattr(cli, "_port_free", lambda port, host="127.0.0.1": True)
-    with socket.socket() as taken:
-        taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a recent run's port may be in TIME_WAIT
-        try:
-            taken.bind(("127.0.0.3", 8787))
-        except OSError:
-            pytest.skip("127.0.0.3:8787 is in use already")
+    with socket.socket() as taken:  # stands in for the other run: it holds the port the CLI prefers
+        taken.bind(("127.0.0.3", 0))
         taken.listen()
+        port = taken.getsockname()[1]
+        monkeypatch.setattr(cli, "DASHBOARD_PORT", port)
+        monkeypatch.setattr(cli, "_port_free", lambda port, host="127.0.0.1": True)  # the check saw it free
         code = main(["train", "--data", blobs.path, "--layers", "12,8,3", "--max-steps", "4", "--quiet", "--workers", "1",
                      "--host", "127.0.0.3", "--dashboard", "--out", str(tmp_path / "w.zarr")])
     err = capsys.readouterr().err
-    assert code == 0 and "Dask dashboard: http://127.0.0.3:" in err and ":8787/" not in err
+    assert code == 0 and "Dask dashboard: http://127.0.0.3:" in err and f":{port}/" not in err
 
 
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="needs Debian's chromium (.ci/run installs it)")
