@@ -31,6 +31,7 @@ from dagtrain.data.order import steps_per_epoch
 from dagtrain.data.store import Dataset
 from dagtrain.errors import ConfigError
 from dagtrain.execute.fuse import fuse
+from dagtrain.execute.lanes import pack_lanes
 from dagtrain.execute.ops import RunConfig, eval_parts
 from dagtrain.execute.program import WindowProgram, compile_program
 from dagtrain.graph.validate import validate
@@ -86,18 +87,23 @@ class Plan:
         """Training steps in the whole run."""
         return sum(w.n_steps for w in self.windows)
 
-    def graph(self, window: int = 0) -> nx.DiGraph:
-        """The fine graph of window ``window`` (one node per op), validated; nothing runs."""
-        return self._build(self._window(window))
+    def graph(self, window: int = 0, *, workers: int = 1) -> nx.DiGraph:
+        """The fine graph of window ``window`` (one node per op), validated; nothing runs.
+
+        With ``workers`` > 1, independent chains are packed into that many lanes by control
+        edges (:func:`dagtrain.execute.lanes.pack_lanes`), as a run on a local scheduler with
+        that many workers executes them.
+        """
+        return self._build(self._window(window), _positive_int("workers", workers, "2"))
 
     @property
     def passes(self) -> list[str]:
-        """The passes that compile a window, in order: the schedule's graph passes, then fusion into tasks."""
-        return [*self.schedule.passes(), "fuse"]
+        """The passes that compile a window, in order: the schedule's graph passes, lanes, then fusion into tasks."""
+        return [*self.schedule.passes(), "pack_lanes", "fuse"]
 
     def graph_before(self, pass_name: str, window: int = 0) -> nx.DiGraph:
-        """The fine graph of window ``window`` as it was just before pass ``pass_name`` ran."""
-        if pass_name == "fuse":
+        """The fine graph of window ``window`` as it was just before pass ``pass_name`` ran (lanes: one worker's)."""
+        if pass_name in ("pack_lanes", "fuse"):
             return self.graph(window)
         w = self._window(window)
         return self.schedule.build(self.model, w, self.config.batch_size, eval_parts(self.dataset, self.config.eval_split),
@@ -133,7 +139,7 @@ class Plan:
             key = self.schedule.shape_key(w, self.model)
             if key not in done:
                 canonical = self.schedule.canonical_window(w, self.model)
-                tasks = fuse(self._build(canonical), canonical.step0, self.segment_steps)
+                tasks = fuse(self._build(canonical, workers), canonical.step0, self.segment_steps)
                 measured = measured_durations(result.tasks, w.index) if result is not None else None
                 done[key] = (predicted_makespan(tasks, workers, cost, measured), critical_seconds(tasks, cost, measured))
             total += done[key][0]
@@ -158,8 +164,7 @@ class Plan:
     def schedule_table(self, workers: int = 2, window: int = 0, *, cost: CostModel | None = None, rows: int = 24) -> str:
         """The predicted per-worker action grid of window ``window``: one row per time slot, one column per worker."""
         _positive_int("workers", workers, "2")
-        w = self._window(window)
-        slots = list_schedule(fuse(self.graph(window), w.step0, self.segment_steps), workers, cost or CostModel())
+        slots = list_schedule(self.task_graph(window, workers=workers), workers, cost or CostModel())
         times = sorted({s.start for s in slots})
         width = max([len(s.task) for s in slots] + [10])
         lines = [f"{'t (ms)':>9} | " + " | ".join(f"{f'worker {i}':<{width}}" for i in range(workers))]
@@ -202,17 +207,17 @@ class Plan:
                 seen.add(key)
                 validate(self._build(w), where=f"window {w.index} ({self.schedule.name})")
 
-    def task_graph(self, window: int = 0) -> nx.DiGraph:
-        """The fused tasks of window ``window`` and their dependencies, as Dask will see them."""
+    def task_graph(self, window: int = 0, *, workers: int = 1) -> nx.DiGraph:
+        """The fused tasks of window ``window`` and their dependencies, as Dask will see them on ``workers`` workers."""
         w = self._window(window)
-        return fuse(self.graph(window), w.step0, self.segment_steps)
+        return fuse(self.graph(window, workers=workers), w.step0, self.segment_steps)
 
-    def program(self, window: Window) -> WindowProgram:
-        """The fused program for ``window``'s shape, built once per shape."""
-        key = self.schedule.shape_key(window, self.model)
+    def program(self, window: Window, *, workers: int = 1) -> WindowProgram:
+        """The fused program for ``window``'s shape on a local scheduler with ``workers`` workers, built once per shape."""
+        key = (self.schedule.shape_key(window, self.model), workers)
         if key not in self._programs:
             canonical = self.schedule.canonical_window(window, self.model)
-            g = self._build(canonical)
+            g = self._build(canonical, workers)
             self._programs[key] = compile_program(g, fuse(g, canonical.step0, self.segment_steps), step0=canonical.step0)
         return self._programs[key]
 
@@ -284,9 +289,11 @@ class Plan:
         return execute(self, scheduler, progress=progress, checkpoint=checkpoint, checkpoint_every=checkpoint_every,
                        resume=resume, blas_threads=blas_threads, on_divergence=on_divergence, init=start)
 
-    def _build(self, window: Window) -> nx.DiGraph:
-        return self.schedule.build(self.model, window, self.config.batch_size,
-                                   eval_parts(self.dataset, self.config.eval_split))
+    def _build(self, window: Window, workers: int = 1) -> nx.DiGraph:
+        g = self.schedule.build(self.model, window, self.config.batch_size, eval_parts(self.dataset, self.config.eval_split))
+        if workers > 1 and g.graph.get("chains_independent"):
+            g = validate(pack_lanes(g, workers), where=f"graph after pass pack_lanes ({workers} workers)")
+        return g
 
     def _window(self, index: int) -> Window:
         windows = self.windows

@@ -157,7 +157,7 @@ def test_inspect_command_prints_without_training(blobs: dt.Dataset, tmp_path: ob
     assert main(["inspect", "--data", blobs.path, "--layers", "12,16,8,3", "--batch-size", "16", "--k", "5",
                  "--data-mode", "sharded", "--draw", str(picture), "--rows", "4"]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("passes: build_exact -> deal_to_chains -> insert_syncs -> read_stale_snapshots -> fuse")
+    assert out.startswith("passes: build_exact -> deal_to_chains -> insert_syncs -> read_stale_snapshots -> pack_lanes -> fuse")
     assert "analysis of LayerLocal(k=5, data='sharded')" in out and "worker 1" in out and picture.exists()
     assert main(["inspect", "--data", blobs.path, "--layers", "12,16,3", "--schedule", "sync", "--json"]) == 0
-    assert '"passes": ["build_exact", "fuse"]' in capsys.readouterr().out
+    assert '"passes": ["build_exact", "pack_lanes", "fuse"]' in capsys.readouterr().out

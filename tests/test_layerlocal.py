@@ -199,7 +199,7 @@ def test_chains_need_a_worker_to_run_on() -> None:
 
 def test_passes_are_listed_skipped_added_and_inspectable(blobs: dt.Dataset) -> None:
     plan = dt.compile(MODEL, blobs, dt.LayerLocal(4), batch_size=16)
-    assert plan.passes == ["build_exact", "deal_to_chains", "insert_syncs", "read_stale_snapshots", "fuse"]
+    assert plan.passes == ["build_exact", "deal_to_chains", "insert_syncs", "read_stale_snapshots", "pack_lanes", "fuse"]
     before_cut = plan.graph_before("read_stale_snapshots")
     assert before_cut.graph["passes"] == ["build_exact", "deal_to_chains", "insert_syncs"]
     assert producer_of(before_cut, "fwd:L1:s5:c2", "params") == ("upd:L1:s4:c1", "params")  # the latest, not stale

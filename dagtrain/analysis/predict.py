@@ -72,13 +72,14 @@ class Slot:
 
 def list_schedule(tasks: nx.DiGraph, workers: int, cost: CostModel,
                   measured: dict[str, float] | None = None, *, seed: int | None = None) -> list[Slot]:
-    """Greedy list scheduling of a task graph on ``workers`` identical workers.
+    """Greedy list scheduling of a task graph on ``workers`` identical workers, simulated in time.
 
-    A ready task with the longest remaining path goes first, to the worker free soonest;
-    with ``seed`` given, ready tasks go in a random order instead (one draw of what an
-    order-blind scheduler does). Durations come from ``measured`` (seconds by task name)
-    where given, else the cost model, whose ``contention`` stretches a task that starts
-    while another worker is busy.
+    As Dask's local schedulers do: a task becomes ready when its last input finishes, and a
+    worker that is free takes a ready task at once (the worker free longest first). Among
+    ready tasks the one with the longest remaining path goes first; with ``seed`` given,
+    ready tasks go in a random order instead (one draw of what an order-blind scheduler
+    does). Durations come from ``measured`` (seconds by task name) where given, else the
+    cost model, whose ``contention`` stretches a task that starts while another worker is busy.
     """
     flops = {t: d.get("cost", 0.0) for t, d in tasks.nodes(data=True)}
     duration = {t: (measured or {}).get(t, cost.seconds(f)) for t, f in flops.items()}
@@ -90,22 +91,24 @@ def list_schedule(tasks: nx.DiGraph, workers: int, cost: CostModel,
         draw = random.Random(seed)
         rank = {t: draw.random() for t in sorted(tasks)}
     waiting = {t: tasks.in_degree(t) for t in tasks}
-    earliest = dict.fromkeys(tasks, 0.0)
     ready = [(-rank[t], t) for t, n in waiting.items() if n == 0]
     heapq.heapify(ready)
-    free = [(0.0, w) for w in range(workers)]
+    idle = [(0.0, w) for w in range(workers)]  # (free since, worker)
+    running: list[tuple[float, int, str]] = []  # (stop, worker, task)
+    now = 0.0
     slots: list[Slot] = []
-    while ready:
-        _, t = heapq.heappop(ready)
-        at, w = heapq.heappop(free)
-        start = max(at, earliest[t])
-        stop = start + duration[t]
-        if cost.contention > 1.0 and t not in (measured or {}) and any(f > start for f, _ in free):
-            stop = start + cost.seconds(flops[t], concurrent=True)
-        slots.append(Slot(t, w, start, stop))
-        heapq.heappush(free, (stop, w))
+    while ready or running:
+        while ready and idle:
+            _, t = heapq.heappop(ready)
+            _, w = heapq.heappop(idle)
+            stop = now + duration[t]
+            if cost.contention > 1.0 and t not in (measured or {}) and any(s > now for s, _, _ in running):
+                stop = now + cost.seconds(flops[t], concurrent=True)
+            slots.append(Slot(t, w, now, stop))
+            heapq.heappush(running, (stop, w, t))
+        now, w, t = heapq.heappop(running)
+        heapq.heappush(idle, (now, w))
         for s in tasks.successors(t):
-            earliest[s] = max(earliest[s], stop)
             waiting[s] -= 1
             if waiting[s] == 0:
                 heapq.heappush(ready, (-rank[s], s))

@@ -20,6 +20,7 @@ from typing import Any
 from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
 
 from dagtrain.errors import ConfigError
+from dagtrain.execute.lanes import longest_first
 
 CHAIN_KEY = re.compile(r"chain(\d+)-")
 
@@ -41,13 +42,7 @@ def chain_workers(workers: list[str], n_chains: int, costs: dict[int, float] | N
     ordered = sorted(workers)
     if not costs:
         return {c: ordered[(c - 1) % len(ordered)] for c in range(1, n_chains + 1)}
-    load = dict.fromkeys(ordered, 0.0)
-    placement = {}
-    for c in sorted(range(1, n_chains + 1), key=lambda c: (-costs.get(c, 0.0), c)):
-        worker = min(ordered, key=lambda w: (load[w], w))
-        placement[c] = worker
-        load[worker] += costs.get(c, 0.0)
-    return placement
+    return longest_first({c: costs.get(c, 0.0) for c in range(1, n_chains + 1)}, ordered)
 
 
 def placed_graph(dsk: dict[str, Any], placement: dict[int, str]) -> HighLevelGraph | dict[str, Any]:

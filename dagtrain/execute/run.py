@@ -81,11 +81,15 @@ def execute(plan: Plan, scheduler: Any = None, *,
     marks: list[RunState] = []  # the state at the start of each recent window: where a rollback returns to
     streak = 0  # rollbacks since the run last got past the step that diverged
     frontier = -1  # that step
-    programs = [plan.program(w) for w in windows]  # built once per window shape, before the clock starts
-    if adaptive is not None:  # the run picks each window's level: every level's programs are built now
-        levelled = {(w.index, lv): plan.program(replace(w, level=lv)) for w in windows for lv in range(adaptive.levels + 1)}
     submitted = 0  # graphs submitted so far: each takes fresh keys, so a rerun window never meets an old one
     with open_scheduler(scheduler, blas_threads=blas_threads) as sched, sched.trace() as tasks:
+        # A local scheduler runs the chains as one lane per worker (pack_lanes); on a cluster each chain is
+        # pinned to a worker instead (placement). Programs are built once per window shape, before the clock starts.
+        lanes = sched.workers if sched.client is None else 1
+        programs = [plan.program(w, workers=lanes) for w in windows]
+        if adaptive is not None:  # the run picks each window's level: every level's programs are built now
+            levelled = {(w.index, lv): plan.program(replace(w, level=lv), workers=lanes)
+                        for w in windows for lv in range(adaptive.levels + 1)}
         costs = plan.chain_costs()
         resubmitted = 0
         chains = plan.schedule.n_chains(model)
@@ -178,7 +182,7 @@ def execute(plan: Plan, scheduler: Any = None, *,
                        samples=run.samples, wall_time=wall,
                        tasks=tasks, scheduler=sched.name,
                        info={"workers": sched.workers, "segment_steps": plan.segment_steps,
-                             "window_steps": plan.window_steps, "placement": placement,
+                             "window_steps": plan.window_steps, "placement": placement, "lanes": lanes,
                              "resubmitted_windows": resubmitted,
                              "sync_steps": run.sync_steps if adaptive is not None else plan.sync_steps(),
                              "adaptive": run.decisions, "rollbacks": rollbacks, "lr": cfg.lr * lr_scale,

@@ -7,8 +7,9 @@ Each violation is collected; one :class:`GraphError` lists them all, numbered by
 3. Every input port of an op is fed by exactly one producer.
 4. Every op receives the ports its kind needs.
 5. Every op can reach an output or eval node (nothing computed for nobody).
-6. Once a pass declares the chains independent (``g.graph["chains_independent"]``), no edge
-   joins the ops of two different chains: between syncs they share nothing.
+6. Once a pass declares the chains independent (``g.graph["chains_independent"]``), no data
+   edge joins the ops of two different chains: between syncs they share nothing. (A control
+   edge may: ``pack_lanes`` orders chains that share a worker, and no value flows.)
 7. Every sync reads every layer, and each from that layer's last update before the sync
    (or, if the layer did not change since, from the previous sync or the window's input).
    A sync that averages replicas (attribute ``replicas``) reads each layer from each
@@ -70,9 +71,9 @@ def validate(g: nx.DiGraph, *, where: str = "graph") -> nx.DiGraph:
         if dead:
             problems.append(f"rule 5 (reachable): {len(dead)} ops reach no output, e.g. {dead[:5]}")
     if g.graph.get("chains_independent"):
-        for u, v in g.edges:
+        for u, v, kind in g.edges(data="kind"):
             cu, cv = g.nodes[u].get("chain"), g.nodes[v].get("chain")
-            if cu is not None and cv is not None and cu != cv:
+            if cu is not None and cv is not None and cu != cv and kind == DATA:
                 problems.append(f"rule 6 (chains independent): {u} (chain {cu}) feeds {v} (chain {cv}) without a sync")
     problems += _check_syncs(g, feeders)
     if problems:
