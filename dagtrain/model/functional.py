@@ -105,14 +105,18 @@ def dense_backward(
 def softmax_xent(logits: Array, labels: Array) -> tuple[float, Array]:
     """Softmax cross-entropy of integer ``labels``: ``mean_n -ln softmax(logits_n)[label_n]``."""
     n = logits.shape[0]
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    exp = np.exp(shifted)
-    sum_exp = exp.sum(axis=1, keepdims=True)
     rows = np.arange(n)
-    loss = float(np.mean(np.log(sum_exp[:, 0]) - shifted[rows, labels]))
-    grad = exp / sum_exp
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    picked = shifted[rows, labels]
+    grad = np.exp(shifted, out=shifted)  # one buffer from here on: each step below is in place
+    sum_exp = grad.sum(axis=1, keepdims=True)
+    per_sample = np.log(sum_exp[:, 0])
+    per_sample -= picked
+    loss = float(per_sample.sum() / n)  # what np.mean computes, without its Python wrapper
+    grad /= sum_exp
     grad[rows, labels] -= 1
-    return loss, grad / logits.dtype.type(n)
+    grad /= logits.dtype.type(n)
+    return loss, grad
 
 
 def sigmoid_bce(logits: Array, labels: Array) -> tuple[float, Array]:
