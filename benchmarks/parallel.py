@@ -13,7 +13,11 @@ model" is ``plan.analyze(workers=W).predicted_seconds``, fixed before anything r
 with the default CostModel (no contention, longest path first), "as run" with the
 contention of two threads measured by ``measure_contention`` on one training step of the
 model (not on these runs) and ready tasks taken in arbitrary order, as Dask's local
-schedulers do with a window's symmetric chains.
+schedulers do. On 2 workers the chains run as 2 lanes (``pack_lanes``), so both orders
+predict about the same. "calibrated" is the as-run model with its flops/s and task overhead
+fitted (``calibrate``) to the same round's 1-worker run of the same schedule: it asks how
+well the model predicts 2 workers from 1 on the machine as it is in that round (these
+shared 2-core machines drift by 2x over an hour, which a fixed flops/s cannot follow).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import io
 import statistics
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -30,14 +35,14 @@ from threadpoolctl import threadpool_limits
 
 import dagtrain as dt
 from benchmarks.common import machine_line
-from dagtrain.analysis.predict import CostModel, measure_contention
+from dagtrain.analysis.predict import CostModel, calibrate, measure_contention
 from dagtrain.data.atomic import atomic_write
 from dagtrain.data.batches import BATCHES
 from dagtrain.experiments.sweep import sync_gaps
 from dagtrain.model.functional import dense_backward, loss_and_grad, sgd_update
 from dagtrain.reference import forward_all, train_reference
 
-Row = tuple[float, float, float, float, float]  # wall s, speed-ups over the loop, over Sync-1, formula's; chain GFLOP/s
+Row = tuple[float, float, float, float, float, float]  # wall s; speed-ups: loop, Sync-1, formula; GFLOP/s; / calibrated
 
 
 def main() -> None:
@@ -45,6 +50,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--intervals", default="1,10,100")
+    parser.add_argument("--modes", default="sharded,shared", help="LayerLocal data modes to run")
     parser.add_argument("--plot", type=Path, default=None, help="write a PNG of samples/s per contender here")
     args = parser.parse_args()
     data = dt.datasets.mnist()
@@ -55,6 +61,7 @@ def main() -> None:
     runs: list[tuple[dt.Schedule, int]] = [(dt.Sync(), 2)]
     runs += [(dt.LayerLocal(int(k), mode), workers) for mode in ("sharded", "shared")
              for k in args.intervals.split(",") for workers in (1, 2)]
+    runs = [(s, w) for s, w in runs if not isinstance(s, dt.LayerLocal) or s.data in args.modes.split(",")]
     plans = {s: dt.compile(model, data, s, **kw) for s, _ in runs}
     with threadpool_limits(limits=1, user_api="blas"):
         contention = measure_contention(training_step(model, arrays, kw["batch_size"], kw["lr"]))
@@ -86,23 +93,28 @@ def main() -> None:
         t_loop = numpy_loop()
         t_seq = run(sync, 1).wall_time
         loop.append(t_loop)
-        rows[(dt.Sync(), 1)].append((t_seq, t_loop / t_seq, 1.0, 1.0, float("nan")))
+        rows[(dt.Sync(), 1)].append((t_seq, t_loop / t_seq, 1.0, 1.0, float("nan"), float("nan")))
+        fitted: dict[dt.Schedule, CostModel] = {}
         for s, workers in runs:
             result = run(plans[s], workers)
+            if workers == 1:  # the same round's one-worker run of this schedule calibrates the model
+                fit = calibrate(plans[s].task_graph(0), result.tasks)
+                fitted[s] = replace(as_run, flops_per_second=fit.flops_per_second, overhead=fit.overhead)
+            calibrated = plans[s].analyze(workers=workers, cost=fitted[s]).predicted_seconds if s in fitted else float("nan")
             gaps = sync_gaps(result.tasks)
             syncs = sum(1 for r in result.tasks if r.prefix == "sync")
             chains = model.n_layers if isinstance(s, dt.LayerLocal) else 1
             formula = t_seq / min(chains, workers) + syncs * (statistics.mean(gaps) if gaps else 0.0)
             rows[(s, workers)].append((result.wall_time, t_loop / result.wall_time, t_seq / result.wall_time, t_seq / formula,
-                                       chain_gflops(plans[s], result)))
+                                       chain_gflops(plans[s], result), result.wall_time / calibrated))
     samples = data.size("train")
     print(f"# Parallel speed-up, {args.rounds} rounds\n\n{machine_line()}\n")
     print(f"numpy loop (1 core): median {samples / statistics.median(loop):,.0f} samples/s; "
           f"contention of two threads on one training step: {contention:.3f}\n")
     print("| schedule | workers | median samples/s | speed-up over numpy loop | over Sync, 1 worker | "
           "seed's formula | cost model (ideal) s | measured / ideal | cost model (as run) s | measured / as run | "
-          "chain GFLOP/s per worker |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+          "measured / calibrated | chain GFLOP/s per worker |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     medians: dict[str, float] = {"numpy loop, 1": samples / statistics.median(loop)}
     for (s, workers), values in rows.items():
         wall = statistics.median(v[0] for v in values)
@@ -111,6 +123,7 @@ def main() -> None:
               f"{statistics.median(v[2] for v in values):.2f}x | {statistics.median(v[3] for v in values):.2f}x | "
               f"{predicted[(s, workers)]:.3f} | {wall / predicted[(s, workers)]:.2f} | "
               f"{predicted_as_run[(s, workers)]:.3f} | {wall / predicted_as_run[(s, workers)]:.2f} | "
+              f"{statistics.median(v[5] for v in values):.2f} | "
               f"{statistics.median(v[4] for v in values):.1f} |".replace("nan", "-"), flush=True)
     if args.plot is not None:
         plot(medians, args.plot)
