@@ -51,6 +51,7 @@ def test_each_interval_becomes_one_path_of_tasks_per_lane_heaviest_first(blobs: 
             assert [cost[t] for t in path] == sorted((cost[t] for t in path), reverse=True)
         loads = sorted(sum(cost[t] for t in lane) for lane in lanes)
         assert loads[-1] <= sum(loads) / len(loads) + max(cost[t] for t in members)  # LPT's bound on the heaviest lane
+    assert g.graph["passes"][-1] == "pack_lanes"
     added = [(u, v) for u, v, d in g.edges(data=True) if d["made_by"] == "pack_lanes"]
     assert added and all(g.edges[e]["kind"] == CONTROL and g.edges[e]["bind"] == () for e in added)
     assert all(g.nodes[u]["chain"] != g.nodes[v]["chain"] for u, v in added)

@@ -39,11 +39,11 @@ def longest_first(costs: Mapping[int, float], bins: list[Bin]) -> dict[int, Bin]
     The classic LPT rule: its makespan is within 4/3 of the best possible. Used for lanes here and
     for placing chains on a cluster's workers (:func:`dagtrain.execute.place.chain_workers`).
     """
-    load = dict.fromkeys(bins, 0.0)
+    load = [0.0] * len(bins)
     out: dict[int, Bin] = {}
     for item in sorted(costs, key=lambda c: (-costs[c], c)):
-        target = min(bins, key=lambda b: (load[b], bins.index(b)))
-        out[item] = target
+        target = min(range(len(bins)), key=lambda i: (load[i], i))
+        out[item] = bins[target]
         load[target] += costs[item]
     return out
 
@@ -65,6 +65,7 @@ def pack_lanes(g: nx.DiGraph, workers: int) -> nx.DiGraph:
             members = sorted((c for c in work if lanes[c] == lane), key=lambda c: (-work[c], c))
             for a, b in itertools.pairwise(members):
                 _order(g, chains[a], chains[b])
+    g.graph["passes"] = [*g.graph.get("passes", []), "pack_lanes"]
     return g
 
 
