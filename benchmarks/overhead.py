@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import argparse
 import time
+import warnings
 
+import dask
 from threadpoolctl import threadpool_limits
 
 import dagtrain as dt
@@ -51,12 +53,16 @@ def main() -> None:
         BATCHES.clear()
         return plan.run(scheduler).samples_per_second
 
-    with LocalCluster(n_workers=2, threads_per_worker=1, host="127.0.0.1", dashboard_address="127.0.0.1:0") as cluster, \
-            Client(cluster) as client:
+    with dt.local_cluster(2) as cluster, Client(cluster) as client, \
+            dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": 65536}), \
+            LocalCluster(n_workers=2, threads_per_worker=1, host="127.0.0.1", dashboard_address="127.0.0.1:0") as trimming, \
+            Client(trimming) as trimming_client, warnings.catch_warnings():
+        warnings.simplefilter("ignore", dt.PerformanceWarning)  # the point of that row
         contenders = {"numpy loop": numpy_loop,
                       "dagtrain Sync, synchronous": lambda: dagtrain_on("sync"),
                       "dagtrain Sync, threaded": lambda: dagtrain_on("threads"),
-                      "dagtrain Sync, LocalCluster 2 procs": lambda: dagtrain_on(client)}
+                      "dagtrain Sync, dt.local_cluster 2 procs": lambda: dagtrain_on(client),
+                      "dagtrain Sync, LocalCluster 2 procs, distributed's malloc trim": lambda: dagtrain_on(trimming_client)}
         for f in contenders.values():  # warm-up: imports, page cache, worker start
             f()
         results: dict[str, list[float]] = {name: [] for name in contenders}

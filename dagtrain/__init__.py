@@ -17,8 +17,10 @@ from dagtrain.errors import (
     DataError,
     DivergenceError,
     GraphError,
+    PerformanceWarning,
     StoreNotFoundError,
 )
+from dagtrain.execute.cluster import local_cluster
 from dagtrain.model import MLP, Params
 from dagtrain.plan import Plan, compile  # noqa: A004 - dagtrain.compile is the public verb
 from dagtrain.result import TrainResult, load_weights
@@ -41,6 +43,7 @@ __all__ = [
     "LayerLocal",
     "LocalSGD",
     "Params",
+    "PerformanceWarning",
     "Plan",
     "Schedule",
     "StoreNotFoundError",
@@ -51,6 +54,7 @@ __all__ = [
     "datasets",
     "experiments",
     "load_weights",
+    "local_cluster",
     "open_dataset",
     "to_zarr",
 ]

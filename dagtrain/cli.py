@@ -15,6 +15,7 @@ from dagtrain.data.cache import cache_dir
 from dagtrain.data.mnist import mnist
 from dagtrain.data.store import open_dataset
 from dagtrain.errors import ConfigError, DagtrainError
+from dagtrain.execute.cluster import local_cluster
 from dagtrain.execute.schedulers import connect
 from dagtrain.experiments.compare import DEFAULT_SCHEDULES
 from dagtrain.model.mlp import MLP
@@ -134,7 +135,7 @@ def scheduler_from_args(args: argparse.Namespace) -> Iterator[Any]:
         with connect(address) as client:
             yield client
     elif args.workers or getattr(args, "dashboard", False):
-        from distributed import Client, LocalCluster
+        from distributed import Client
 
         # Scheduler, workers and dashboard bind to --host (127.0.0.1 unless asked): DASHBOARD_PORT if free, else any.
         dashboard = getattr(args, "dashboard", False)
@@ -142,8 +143,7 @@ def scheduler_from_args(args: argparse.Namespace) -> Iterator[Any]:
         port = DASHBOARD_PORT if dashboard and _port_free(DASHBOARD_PORT, host) else 0
 
         def start(port: int) -> Any:
-            return LocalCluster(n_workers=args.workers or 2, threads_per_worker=1, host=host,  # type: ignore[no-untyped-call]
-                                dashboard_address=f"{host}:{port}")
+            return local_cluster(args.workers or 2, host=host, dashboard_address=f"{host}:{port}")
 
         try:
             cluster = start(port)

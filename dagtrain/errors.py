@@ -54,3 +54,7 @@ class DivergenceError(DagtrainError, FloatingPointError):
 def _divergence_error(message: str, step: int | None, chain: int | None, layer: int | None,
                       checkpoint: str | None) -> DivergenceError:
     return DivergenceError(message, step=step, chain=chain, layer=layer, checkpoint=checkpoint)
+
+
+class PerformanceWarning(UserWarning):
+    """A setting that makes a run much slower than it need be, with the fix (the run still goes on)."""

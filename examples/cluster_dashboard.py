@@ -15,7 +15,7 @@ import argparse
 import time
 from pathlib import Path
 
-from distributed import Client, LocalCluster, performance_report
+from distributed import Client, performance_report
 
 import dagtrain as dt
 
@@ -38,8 +38,7 @@ def main() -> None:
                       lr=0.05, momentum=0.9, max_steps=args.max_steps)
     print(plan.summary())
     # One thread per worker process: each layer chain gets a whole core and its own GIL.
-    with LocalCluster(n_workers=args.workers, threads_per_worker=1, host="127.0.0.1",
-                      dashboard_address="127.0.0.1:0") as cluster, Client(cluster) as client:
+    with dt.local_cluster(args.workers, dashboard_address="127.0.0.1:0") as cluster, Client(cluster) as client:
         print(f"Dask dashboard: {client.dashboard_link}", flush=True)
         with performance_report(filename=str(out / "dask-report.html")):
             result = plan.run(client)

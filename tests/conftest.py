@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import numpy as np
 import pytest
 
 import dagtrain as dt
+from dagtrain.execute.cluster import WORKER_CONFIG_YAML
 
 
 def make_blobs(n: int, n_features: int, n_classes: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -43,10 +45,9 @@ def mnist_data(tmp_path_factory: pytest.TempPathFactory) -> dt.Dataset:
 @pytest.fixture(scope="session")
 def local_cluster() -> Iterator[object]:
     """A real 2-process LocalCluster on 127.0.0.1, stopped at the end of the session."""
-    from distributed import Client, LocalCluster
+    from distributed import Client
 
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                      dashboard_address="127.0.0.1:0") as cluster, Client(cluster) as client:
+    with dt.local_cluster(2, dashboard_address="127.0.0.1:0") as cluster, Client(cluster) as client:
         yield client
 
 
@@ -77,11 +78,15 @@ def dask_cli_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     dask = str(Path(sys.executable).parent / "dask")
     logdir = tmp_path_factory.mktemp("dask-cluster")
     logs = [(logdir / name).open("w") for name in ("scheduler.log", "worker0.log", "worker1.log")]
+    config = tmp_path_factory.mktemp("dask-config")  # as docs/howto/cluster.md says: workers keep glibc's malloc defaults
+    (config / "dagtrain.yaml").write_text(WORKER_CONFIG_YAML)
+    env = {**os.environ, "DASK_CONFIG": str(config)}
     procs = [subprocess.Popen([dask, "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
                               stdout=logs[0], stderr=subprocess.STDOUT)]
     for i in range(2):
         procs.append(subprocess.Popen([dask, "worker", address, "--nthreads", "1", "--host", "127.0.0.1",
-                                       "--no-dashboard", "--name", f"w{i}"], stdout=logs[i + 1], stderr=subprocess.STDOUT))
+                                       "--no-dashboard", "--name", f"w{i}"], stdout=logs[i + 1], stderr=subprocess.STDOUT,
+                                      env=env))
     try:
         deadline = time.monotonic() + 60
         while True:

@@ -7,12 +7,15 @@ import shutil
 import signal
 import threading
 import time
+import warnings
 from pathlib import Path
 
+import dask
 import pytest
 
 import dagtrain as dt
 from dagtrain.cli import main
+from dagtrain.execute.cluster import TRIM_VARIABLE, trimming_workers
 from tests.conftest import weights_equal
 
 pytestmark = pytest.mark.cluster
@@ -30,6 +33,37 @@ def test_runs_on_dask_scheduler_and_worker_processes(blobs: dt.Dataset, dask_cli
     assert weights_equal(result.weights, plan.run("sync").weights)
     workers = {r.worker.rsplit("/", 1)[0] for r in result.tasks if r.prefix.startswith("chain")}
     assert workers == set(result.info["placement"].values()) and len(workers) == 2
+
+
+def test_clusters_started_as_documented_keep_glibc_malloc_defaults(local_cluster: object, dask_cli_cluster: str) -> None:
+    """dt.local_cluster, and `dask worker` given the config file docs/howto/cluster.md shows: no malloc trim, BLAS at 1 thread."""
+    from distributed import Client
+
+    assert trimming_workers(local_cluster) == {}
+    with Client(dask_cli_cluster) as client:
+        assert trimming_workers(client) == {}
+        assert set(client.run(os.environ.get, "OPENBLAS_NUM_THREADS").values()) == {"1"}
+
+
+def test_a_cluster_whose_workers_trim_malloc_warns_once_naming_the_fix(blobs: dt.Dataset) -> None:
+    from distributed import Client, LocalCluster
+
+    plan = dt.compile(MODEL, blobs, dt.LayerLocal(5, "sharded"), **{**KW, "epochs": 1})
+    had = TRIM_VARIABLE in os.environ
+    try:
+        with dask.config.set({f"distributed.nanny.pre-spawn-environ.{TRIM_VARIABLE}": 65536}), \
+                LocalCluster(n_workers=1, threads_per_worker=1, host="127.0.0.1", dashboard_address="127.0.0.1:0") as cluster, \
+                Client(cluster) as client:
+            assert list(trimming_workers(client).values()) == ["65536"]
+            with pytest.warns(dt.PerformanceWarning, match=rf"{TRIM_VARIABLE}=65536 .*dagtrain.local_cluster\(\)"):
+                first = plan.run(client)
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")
+                second = plan.run(client)  # once per cluster: no warning the second time
+    finally:
+        if not had:  # the nanny wrote it into this process's environment too, where later spawns would inherit it
+            os.environ.pop(TRIM_VARIABLE, None)
+    assert weights_equal(first.weights, second.weights)
 
 
 def test_cli_connects_with_scheduler_address(blobs: dt.Dataset, dask_cli_cluster: str, tmp_path: Path,

@@ -31,6 +31,7 @@ import dask.threaded
 from threadpoolctl import threadpool_limits
 
 from dagtrain.errors import ConfigError
+from dagtrain.execute.cluster import warn_if_trimming
 from dagtrain.execute.trace import TaskRecord, trace_distributed, trace_local
 
 GetFunction = Callable[..., Any]
@@ -110,6 +111,7 @@ def open_scheduler(scheduler: Any = None, *, num_workers: int | None = None,
         with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_pin_blas, initargs=(blas_threads,)) as pool:
             yield Scheduler("processes", lambda dsk, keys: dask.multiprocessing.get(dsk, keys, pool=pool), workers)
     elif hasattr(scheduler, "get") and hasattr(scheduler, "scheduler_info"):
+        warn_if_trimming(scheduler)
         addresses = tuple(sorted(scheduler.scheduler_info(n_workers=-1).get("workers", {})))
         yield Scheduler("distributed", scheduler.get, len(addresses) or 1, trace=lambda: trace_distributed(scheduler),
                         addresses=addresses, client=scheduler)
