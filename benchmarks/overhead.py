@@ -1,12 +1,15 @@
 """What the graph costs: samples/s of the plain numpy loop vs dagtrain Sync on Dask schedulers.
 
-    python -m benchmarks.overhead [--rounds 5] [--epochs 1]
+    python -m benchmarks.overhead [--rounds 5] [--epochs 1] [--data warm|cold]
 
 Every contender trains 784-256-256-10 relu on real MNIST (batch 128, lr 0.05, momentum
 0.9) for the same epochs and evaluates the test set once per epoch. The numpy loop reads
-the training set into memory first (untimed); dagtrain reads its chunks from zarr inside
-the run, cold (the chunk cache is cleared every round). Contenders run interleaved, round
-by round, and each ratio is taken within one round.
+the training set into memory first (untimed). With ``--data warm`` (the default) dagtrain
+finds the split in memory too, as every epoch after a process's first does; with
+``--data cold`` it reads its chunks from zarr inside every timed run, as a first epoch
+does. Contenders run interleaved, round by round, and each ratio is taken within one round.
+The two cluster rows are 2-process LocalClusters: one from ``dt.local_cluster`` and one with
+distributed's default ``MALLOC_TRIM_THRESHOLD_`` (see ``dagtrain.execute.cluster``).
 """
 
 from __future__ import annotations
@@ -19,8 +22,7 @@ import dask
 from threadpoolctl import threadpool_limits
 
 import dagtrain as dt
-from benchmarks.common import machine_line, table
-from dagtrain.data.batches import BATCHES
+from benchmarks.common import add_data_option, before_run, machine_line, table
 from dagtrain.execute.ops import evaluate
 from dagtrain.reference import train_reference
 
@@ -30,6 +32,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--epochs", type=int, default=1)
+    add_data_option(parser)
     args = parser.parse_args()
 
     from distributed import Client, LocalCluster
@@ -50,7 +53,7 @@ def main() -> None:
             return samples / (time.perf_counter() - t)
 
     def dagtrain_on(scheduler: object) -> float:
-        BATCHES.clear()
+        before_run(args.data, scheduler if not isinstance(scheduler, str) else None)
         return plan.run(scheduler).samples_per_second
 
     with dt.local_cluster(2) as cluster, Client(cluster) as client, \
@@ -71,7 +74,7 @@ def main() -> None:
                 results[name].append(f())
     base = results["numpy loop"]
     rows = [(name, v, [a / b for a, b in zip(v, base, strict=True)]) for name, v in results.items()]
-    print(f"# Overhead: samples/s, {args.rounds} rounds, {args.epochs} epoch(s) each\n")
+    print(f"# Overhead: samples/s, {args.rounds} rounds, {args.epochs} epoch(s) each, data {args.data}\n")
     print(machine_line() + "\n")
     print(table(rows, "samples/s"))
 

@@ -1,11 +1,15 @@
 """LayerLocal on 1 and 2 workers against the numpy loop and Sync, with the seed's formula and the cost model.
 
-    python -m benchmarks.parallel [--rounds 3] [--intervals 1,10,100] [--plot docs/performance-parallel.png]
+    python -m benchmarks.parallel [--rounds 3] [--intervals 1,10,100] [--modes sharded,shared] [--data warm|cold]
+                                  [--plot docs/performance-parallel.png]
 
 784-256-256-256-10 relu, batch 128, lr 0.05, one epoch of real MNIST. One worker is the
 synchronous scheduler, two workers the threaded scheduler with two threads (BLAS on one
 thread each). Each figure is a median over rounds; each ratio is taken within a round,
-against that round's numpy loop and that round's Sync on one worker.
+against that round's numpy loop and that round's Sync on one worker. ``--data warm`` (the
+default): dagtrain's runs find the training split in memory, as the loop has its arrays
+and as every epoch after a process's first does; ``--data cold``: every run reads its
+chunks from zarr inside the timed run.
 
 "formula" is the seed's predicted speed-up over Sync, ``T_seq / (T_seq / min(L, W) + syncs * t_sync)``
 with ``T_seq`` this round's Sync time and ``t_sync`` the run's measured sync gaps; "cost
@@ -34,10 +38,9 @@ from typing import Any
 from threadpoolctl import threadpool_limits
 
 import dagtrain as dt
-from benchmarks.common import machine_line
+from benchmarks.common import add_data_option, before_run, machine_line
 from dagtrain.analysis.predict import CostModel, calibrate, measure_contention
 from dagtrain.data.atomic import atomic_write
-from dagtrain.data.batches import BATCHES
 from dagtrain.experiments.sweep import sync_gaps
 from dagtrain.model.functional import dense_backward, loss_and_grad, sgd_update
 from dagtrain.reference import forward_all, train_reference
@@ -52,6 +55,7 @@ def main() -> None:
     parser.add_argument("--intervals", default="1,10,100")
     parser.add_argument("--modes", default="sharded,shared", help="LayerLocal data modes to run")
     parser.add_argument("--plot", type=Path, default=None, help="write a PNG of samples/s per contender here")
+    add_data_option(parser)
     args = parser.parse_args()
     data = dt.datasets.mnist()
     arrays = data.read_split("train")
@@ -79,7 +83,7 @@ def main() -> None:
         return time.perf_counter() - t
 
     def run(plan: dt.Plan, workers: int) -> dt.TrainResult:
-        BATCHES.clear()
+        before_run(args.data)
         return plan.run("sync" if workers == 1 else "threads")
 
     def chain_gflops(plan: dt.Plan, result: dt.TrainResult) -> float:
@@ -108,7 +112,7 @@ def main() -> None:
             rows[(s, workers)].append((result.wall_time, t_loop / result.wall_time, t_seq / result.wall_time, t_seq / formula,
                                        chain_gflops(plans[s], result), result.wall_time / calibrated))
     samples = data.size("train")
-    print(f"# Parallel speed-up, {args.rounds} rounds\n\n{machine_line()}\n")
+    print(f"# Parallel speed-up, {args.rounds} rounds, data {args.data}\n\n{machine_line()}\n")
     print(f"numpy loop (1 core): median {samples / statistics.median(loop):,.0f} samples/s; "
           f"contention of two threads on one training step: {contention:.3f}\n")
     print("| schedule | workers | median samples/s | speed-up over numpy loop | over Sync, 1 worker | "

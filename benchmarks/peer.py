@@ -1,6 +1,6 @@
 """The same model in PyTorch on the CPU, beside the numpy loop and dagtrain Sync.
 
-    python -m benchmarks.peer [--rounds 5] [--epochs 1]
+    python -m benchmarks.peer [--rounds 5] [--epochs 1] [--data warm|cold]
 
 Needs the optional extra ``bench`` (``pip install -e .[bench]``: torch 2.13.0, CPU build).
 
@@ -15,7 +15,9 @@ same model; the table shows their test accuracy side by side.
 intra-op threads; dagtrain at 2 either runs 2 workers (the threaded scheduler) or lets
 BLAS use 2 threads (``plan.run(..., blas_threads=2)``; not bitwise equal to 1 thread).
 Each ratio is taken within one round against that round's PyTorch run at the same
-thread count.
+thread count. Both peers have the training set in memory before the clock starts; so has
+dagtrain with ``--data warm`` (the default), while ``--data cold`` makes it read its zarr
+chunks inside every timed run.
 """
 
 from __future__ import annotations
@@ -29,8 +31,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 import dagtrain as dt
-from benchmarks.common import machine_line
-from dagtrain.data.batches import BATCHES
+from benchmarks.common import add_data_option, before_run, machine_line
 from dagtrain.data.order import epoch_order, steps_per_epoch
 from dagtrain.execute.ops import evaluate
 from dagtrain.reference import train_reference
@@ -80,6 +81,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--epochs", type=int, default=1)
+    add_data_option(parser)
     args = parser.parse_args()
     try:
         import torch
@@ -102,7 +104,7 @@ def main() -> None:
         return time.perf_counter() - t, accuracy
 
     def dagtrain_on(scheduler: str, blas_threads: int = 1) -> tuple[float, float]:
-        BATCHES.clear()
+        before_run(args.data)
         result = plan.run(scheduler, blas_threads=blas_threads)
         return result.wall_time, float(result.test_accuracy or 0.0)
 
@@ -122,7 +124,8 @@ def main() -> None:
         for name, (_, f) in contenders.items():
             rows[name].append(f())
     peer = {1: rows["PyTorch"], 2: rows["PyTorch, 2 threads"]}
-    print(f"# Peer: PyTorch {torch.__version__} on the CPU, {args.rounds} rounds, {args.epochs} epoch(s) each\n")
+    print(f"# Peer: PyTorch {torch.__version__} on the CPU, {args.rounds} rounds, "
+          f"{args.epochs} epoch(s) each, data {args.data}\n")
     print(machine_line() + "\n")
     print("| contender | threads | median samples/s | min | max | test accuracy % | ratio to PyTorch, same threads |")
     print("|---|---:|---:|---:|---:|---:|---:|")

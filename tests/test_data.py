@@ -6,6 +6,7 @@ import gzip
 import os
 import pickle
 import struct
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -171,11 +172,12 @@ def test_epoch_order_is_a_seeded_permutation() -> None:
     assert len(np.unique(b[:4096] // 1024)) == 4
 
 
-def test_batches_follow_epoch_order_across_pool_and_chunk_edges(tmp_path: Path) -> None:
-    """Batches are gathered from cached pools; any batch size, edges included, equals order[lo:hi]."""
+@pytest.mark.parametrize("resident", [True, False], ids=["resident", "pools"])
+def test_batches_follow_epoch_order_across_pool_and_chunk_edges(tmp_path: Path, resident: bool) -> None:
+    """Any batch size, pool and chunk edges included, equals order[lo:hi], from a resident split or from pools."""
     x, y = make_blobs(9000, 3, 4, seed=0)
     ds = dt.to_zarr(x, y, tmp_path / "d.zarr", 100)  # pools of 40 chunks: 4000, 4000, 1000 samples
-    reader = BatchReader(max_bytes=100_000)  # small: pools are evicted and rebuilt
+    reader = BatchReader(max_bytes=100_000, resident_bytes=None if resident else 0)  # small pools: evicted and rebuilt
     order = epoch_order(9000, 100, 7, 2)
     for batch_size in (1, 128, 333, 4000, 9000):
         for b in range(-(-9000 // batch_size)):
@@ -183,9 +185,79 @@ def test_batches_follow_epoch_order_across_pool_and_chunk_edges(tmp_path: Path) 
             idx = order[b * batch_size : (b + 1) * batch_size]
             assert np.array_equal(bx, x[idx]) and np.array_equal(by, y[idx])
             assert not bx.flags.writeable
-    assert reader.pools_built > 3
+    if resident:  # every chunk read once, for all five batch sizes
+        assert (reader.chunks_read, reader.pools_built) == (90, 0)
+    else:
+        assert reader.pools_built > 3 and reader.chunks_read == 0
     with pytest.raises(IndexError, match="batch 90 of size 100"):
         reader.batch(ds, "train", 7, 2, 90, 100)
+
+
+def test_a_resident_split_reads_each_chunk_once_per_process_across_threads_and_epochs(tmp_path: Path) -> None:
+    x, y = make_blobs(5000, 4, 3, seed=1)
+    ds = dt.to_zarr(x, y, tmp_path / "d.zarr", 50)
+    reader = BatchReader()
+    got: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
+
+    def read(thread: int) -> None:
+        for epoch in range(3):
+            for b in range(thread, 40, 2):  # two threads take turns over the same pools, as two layer chains do
+                got[(epoch, b)] = reader.batch(ds, "train", 0, epoch, b, 128)
+
+    threads = [threading.Thread(target=read, args=(t,)) for t in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert reader.chunks_read == 100 and reader.pools_built == 0
+    for (epoch, b), (bx, by) in got.items():
+        idx = epoch_order(5000, 50, 0, epoch)[b * 128 : (b + 1) * 128]
+        assert np.array_equal(bx, x[idx]) and np.array_equal(by, y[idx])
+    cx, cy = reader.chunk(ds, "train", 99)  # evaluation reads chunks from the same copy, read-only
+    assert np.array_equal(cx, x[4950:]) and np.array_equal(cy, y[4950:]) and not cx.flags.writeable
+    assert reader.chunks_read == 100
+
+
+def test_a_rewritten_store_is_read_again_not_served_from_the_old_copy(tmp_path: Path) -> None:
+    x, y = make_blobs(300, 4, 3, seed=2)
+    ds = dt.to_zarr(x, y, tmp_path / "d.zarr", 50)
+    reader = BatchReader()
+    before = reader.batch(ds, "train", 0, 0, 0, 300)[0]
+    assert np.array_equal(before, x[epoch_order(300, 50, 0, 0)])
+    ds = dt.to_zarr(x + 1, y, tmp_path / "d.zarr", 50, overwrite=True)
+    after = reader.batch(ds, "train", 0, 0, 0, 300)[0]
+    assert np.array_equal(after, before + 1) and reader.chunks_read == 12
+
+
+def test_a_chunk_that_fails_to_read_stays_unread_and_fails_again(tmp_path: Path) -> None:
+    x, y = make_blobs(64, 3, 2, seed=0)
+    ds = dt.to_zarr(x, y, tmp_path / "d.zarr", 16)
+    f = tmp_path / "d.zarr" / "train" / "x" / "c" / "1" / "0"
+    f.write_bytes(f.read_bytes()[:10])
+    reader = BatchReader()
+    for _ in range(2):  # not a half-read chunk served as data the second time
+        with pytest.raises(dt.CorruptStoreError, match="chunk 1"):
+            reader.batch(ds, "train", 0, 0, 0, 64)
+    for c in (0, 2, 3):  # the whole chunks still read; chunk 1 is never counted as read
+        assert np.array_equal(reader.chunk(ds, "train", c)[0], x[16 * c : 16 * c + 16])
+    assert reader.chunks_read == 3
+
+
+@pytest.mark.parametrize("value", ["lots", "-5", "nan"])
+def test_a_bad_resident_limit_names_the_variable(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    monkeypatch.setenv("DAGTRAIN_RESIDENT_MB", value)
+    with pytest.raises(dt.ConfigError, match=rf"DAGTRAIN_RESIDENT_MB='{value}' must be a number of megabytes >= 0"):
+        BatchReader()
+
+
+def test_a_split_over_the_resident_limit_is_read_by_pools(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    x, y = make_blobs(3000, 100, 3, seed=3)  # 1.2 MB
+    ds = dt.to_zarr(x, y, tmp_path / "d.zarr", 100)
+    monkeypatch.setenv("DAGTRAIN_RESIDENT_MB", "1")
+    reader = BatchReader()
+    bx, _ = reader.batch(ds, "train", 0, 0, 3, 128)
+    assert np.array_equal(bx, x[epoch_order(3000, 100, 0, 0)[384:512]])
+    assert reader.pools_built == 1 and reader.chunks_read == 0
 
 
 # --- MNIST readers, on small files the tests write ---

@@ -34,6 +34,14 @@ def epoch_layout(n: int, chunk_size: int, seed: int, epoch: int, pool: int = 409
     return order, bounds
 
 
+@functools.lru_cache(maxsize=8)
+def epoch_pools(n: int, chunk_size: int, seed: int, epoch: int, pool: int = 4096) -> tuple[tuple[int, ...], ...]:
+    """The chunks each pool of epoch ``epoch`` shuffles: pool ``p`` holds exactly the samples of ``epoch_pools(...)[p]``."""
+    chunks = np.random.default_rng([seed, epoch]).permutation(-(-n // chunk_size))  # epoch_layout's first draw
+    per_pool = max(1, pool // chunk_size)
+    return tuple(tuple(int(c) for c in chunks[g : g + per_pool]) for g in range(0, len(chunks), per_pool))
+
+
 def epoch_order(n: int, chunk_size: int, seed: int, epoch: int, pool: int = 4096) -> np.ndarray:
     """Indices of the ``n`` samples in the order epoch ``epoch`` visits them (read-only)."""
     return epoch_layout(n, chunk_size, seed, epoch, pool)[0]

@@ -237,6 +237,8 @@ class Dataset:
     n_classes: int
     chunk_size: int
     split_sizes: Mapping[str, int] = field(default_factory=dict)
+    version: tuple[int, int] = (0, 0)
+    """The store directory's (inode, mtime in ns) when opened: a store rewritten at the same path is a new version."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "split_sizes", dict(self.split_sizes))
@@ -255,11 +257,22 @@ class Dataset:
         """Read chunk ``chunk`` of ``split``: (x float32, y int32); checks it is whole."""
         return self.read_chunks(split, [chunk])
 
-    def read_chunks(self, split: str, chunks: Sequence[int]) -> tuple[Array, Array]:
-        """Read ``chunks`` of ``split`` into one (x, y), in the order given; checks each is whole."""
+    def read_chunks(self, split: str, chunks: Sequence[int],
+                    out: tuple[Array, Array] | None = None) -> tuple[Array, Array]:
+        """Read ``chunks`` of ``split`` into one (x, y), in the order given; checks each is whole.
+
+        ``out``: C-contiguous float32 ``x`` and int32 ``y`` arrays of exactly the chunks' rows
+        to read into (the files' bytes go straight there), else new arrays.
+        """
         sizes = [min((c + 1) * self.chunk_size, self.size(split)) - c * self.chunk_size for c in chunks]
-        x = np.empty((sum(sizes), self.n_features), dtype=np.float32)
-        y = np.empty(sum(sizes), dtype=np.int32)
+        if out is None:
+            x = np.empty((sum(sizes), self.n_features), dtype=np.float32)
+            y = np.empty(sum(sizes), dtype=np.int32)
+        else:
+            x, y = out
+            if x.shape != (sum(sizes), self.n_features) or y.shape != (sum(sizes),) or not x.flags.c_contiguous:
+                raise ValueError(f"out has shapes {x.shape} and {y.shape}; chunks {list(chunks)} of split {split!r} "
+                                 f"need C-contiguous ({sum(sizes)}, {self.n_features}) and ({sum(sizes)},)")
         at = 0
         for chunk, size in zip(chunks, sizes, strict=True):
             lo, hi = chunk * self.chunk_size, chunk * self.chunk_size + size
@@ -300,7 +313,7 @@ def open_dataset(path: str | os.PathLike[str]) -> Dataset:
         )
     meta: dict[str, Any] = attrs
     ds = Dataset(str(p.resolve()), int(meta["n_features"]), int(meta["n_classes"]), int(meta["chunk_size"]),
-                 {k: int(v) for k, v in meta["splits"].items()})
+                 {k: int(v) for k, v in meta["splits"].items()}, (p.stat().st_ino, p.stat().st_mtime_ns))
     for split, n in ds.split_sizes.items():
         try:
             xa, ya = root[f"{split}/x"], root[f"{split}/y"]

@@ -109,7 +109,7 @@ def evaluation_sums(model: MLP, params: list[Params], dataset: Dataset, split: s
     """``(summed loss, correct, count)`` of ``params`` over ``chunks`` of ``split`` (default: all)."""
     total_loss, correct, count = 0.0, 0, 0
     for c in range(dataset.n_chunks(split)) if chunks is None else chunks:
-        x, y = dataset.read_chunk(split, c)
+        x, y = BATCHES.chunk(dataset, split, c)  # resident after the first evaluation, if the split fits
         logits = model.logits(params, x)
         loss, _ = loss_and_grad(logits, y, model.loss)
         total_loss += loss * len(y)
