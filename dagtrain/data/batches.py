@@ -20,6 +20,7 @@ the same order either way, so the weights are bitwise the same.
 
 from __future__ import annotations
 
+import mmap
 import os
 import threading
 from collections import OrderedDict
@@ -47,6 +48,21 @@ def resident_limit() -> int:
     if not mb >= 0:
         raise ConfigError(f"{RESIDENT_ENV}={raw!r} must be a number of megabytes >= 0, e.g. 1024 (0 holds no split)")
     return int(mb * 2**20)
+
+
+def _prefaulted(shape: tuple[int, ...], dtype: type[np.generic]) -> Array:
+    """An uninitialised array whose pages the kernel maps in one call (Linux ``MAP_POPULATE``), else ``np.empty``.
+
+    A fresh 157 MB array (MNIST's training split) faulted in page by page, the way ``np.empty``'s
+    memory is, cost 0.09-0.35 s on the 2-core machine (numpy asks for huge pages, which the
+    kernel may first compact); mapped up front it costs 0.04 s.
+    """
+    nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    populate = getattr(mmap, "MAP_POPULATE", None)
+    if populate is None or nbytes == 0:
+        return np.empty(shape, dtype=dtype)
+    pages = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | populate)
+    return np.frombuffer(pages, dtype=dtype).reshape(shape)  # the array keeps the mapping alive
 
 
 @dataclass
@@ -140,7 +156,7 @@ class BatchReader:
             for old in [k for k in self._splits if k[:2] == key[:2]]:  # the store was rewritten: forget the old copy
                 self._split_bytes -= self._splits.pop(old).nbytes
             chunks = dataset.n_chunks(split)
-            held = ResidentSplit(np.empty((n, dataset.n_features), dtype=np.float32), np.empty(n, dtype=np.int32),
+            held = ResidentSplit(_prefaulted((n, dataset.n_features), np.float32), _prefaulted((n,), np.int32),
                                  [False] * chunks, [threading.Lock() for _ in range(chunks)], chunks)
             self._splits[key] = held
             self._split_bytes += held.nbytes
