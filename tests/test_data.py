@@ -17,7 +17,7 @@ import zarr
 import dagtrain as dt
 from dagtrain.data.batches import BatchReader
 from dagtrain.data.mnist import load_idx_dir, load_pickle
-from dagtrain.data.order import epoch_order
+from dagtrain.data.order import epoch_layout, epoch_order, epoch_pools
 from dagtrain.data.store import write_dataset
 from tests.conftest import make_blobs
 
@@ -170,6 +170,14 @@ def test_epoch_order_is_a_seeded_permutation() -> None:
     # Each pool of ~4096 samples covers whole chunks, so a run of steps reads few chunks.
     b = epoch_order(16384, 1024, 0, 0)
     assert len(np.unique(b[:4096] // 1024)) == 4
+
+
+def test_epoch_pools_names_the_chunks_each_pool_shuffles() -> None:
+    order, bounds = epoch_layout(9000, 100, 7, 2)
+    pools = epoch_pools(9000, 100, 7, 2)
+    assert len(pools) == len(bounds) - 1 == 3
+    for p, chunks in enumerate(pools):
+        assert sorted(set((order[bounds[p] : bounds[p + 1]] // 100).tolist())) == sorted(chunks)
 
 
 @pytest.mark.parametrize("resident", [True, False], ids=["resident", "pools"])
