@@ -32,7 +32,7 @@ from dagtrain.data.store import Dataset
 from dagtrain.errors import ConfigError
 from dagtrain.execute.fuse import fuse
 from dagtrain.execute.lanes import pack_lanes
-from dagtrain.execute.ops import RunConfig, eval_parts
+from dagtrain.execute.ops import RunConfig, eval_part_sizes
 from dagtrain.execute.program import WindowProgram, compile_program
 from dagtrain.graph.validate import validate
 from dagtrain.graph.window import Window, plan_windows, total_steps
@@ -106,7 +106,7 @@ class Plan:
         if pass_name in ("pack_lanes", "fuse"):
             return self.graph(window)
         w = self._window(window)
-        return self.schedule.build(self.model, w, self.config.batch_size, eval_parts(self.dataset, self.config.eval_split),
+        return self.schedule.build(self.model, w, self.config.batch_size, eval_part_sizes(self.dataset, self.config.eval_split),
                                    stop_before=pass_name)
 
     def analyze(self, workers: int = 2, *, cost: CostModel | None = None, result: TrainResult | None = None) -> Analysis:
@@ -290,7 +290,7 @@ class Plan:
                        resume=resume, blas_threads=blas_threads, on_divergence=on_divergence, init=start)
 
     def _build(self, window: Window, workers: int = 1) -> nx.DiGraph:
-        g = self.schedule.build(self.model, window, self.config.batch_size, eval_parts(self.dataset, self.config.eval_split))
+        g = self.schedule.build(self.model, window, self.config.batch_size, eval_part_sizes(self.dataset, self.config.eval_split))
         if workers > 1 and g.graph.get("chains_independent"):
             g = validate(pack_lanes(g, workers), where=f"graph after pass pack_lanes ({workers} workers)")
         return g

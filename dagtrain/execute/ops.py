@@ -136,6 +136,20 @@ def eval_parts(dataset: Dataset, split: str | None, max_parts: int = 8) -> int:
     return max(1, min(max_parts, dataset.n_chunks(split)))
 
 
+def part_chunks(n_chunks: int, part: int, parts: int) -> range:
+    """The chunks evaluation part ``part`` of ``parts`` covers: contiguous, sizes differing by at most one."""
+    return range(part * n_chunks // parts, (part + 1) * n_chunks // parts)
+
+
+def eval_part_sizes(dataset: Dataset, split: str | None, max_parts: int = 8) -> tuple[int, ...]:
+    """How many samples each evaluation part of ``split`` scores (zeros if the run does not evaluate)."""
+    parts = eval_parts(dataset, split, max_parts)
+    if split is None or split not in dataset.split_sizes:
+        return (0,) * parts
+    n, size, total = dataset.n_chunks(split), dataset.chunk_size, dataset.size(split)
+    return tuple(min(r.stop * size, total) - r.start * size for r in (part_chunks(n, p, parts) for p in range(parts)))
+
+
 def op_eval(ctx: OpContext, node: dict[str, Any], inputs: Inputs) -> Outputs:
     """Test metrics: a part sums loss and hits over its range of test chunks; the whole combines the parts."""
     cfg = ctx.config
@@ -145,8 +159,7 @@ def op_eval(ctx: OpContext, node: dict[str, Any], inputs: Inputs) -> Outputs:
         return {"metrics": combine_sums([inputs[port] for port in sorted(inputs, key=lambda p: int(p.split("/")[1]))])}
     params = [inputs[f"params/L{layer}"] for layer in range(1, cfg.model.n_layers + 1)]
     n = cfg.dataset.n_chunks(cfg.eval_split)
-    part, parts = node["part"], node["parts"]
-    chunks = range(part * n // parts, (part + 1) * n // parts)
+    chunks = part_chunks(n, node["part"], node["parts"])
     return {"sums": evaluation_sums(cfg.model, params, cfg.dataset, cfg.eval_split, chunks)}
 
 

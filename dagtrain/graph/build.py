@@ -11,6 +11,8 @@ exactly the dependency a schedule may cut.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import networkx as nx
 
 from dagtrain.graph.ir import add_data, add_op
@@ -20,11 +22,13 @@ from dagtrain.model.mlp import MLP
 PASS = "build_exact"
 
 
-def build_exact(model: MLP, window: Window, batch_size: int, eval_parts: int = 1) -> nx.DiGraph:
+def build_exact(model: MLP, window: Window, batch_size: int, eval_parts: int | Sequence[int] = 1) -> nx.DiGraph:
     """The fine graph of ``window`` under exact minibatch SGD (the Sync schedule).
 
-    A window that ends an epoch evaluates the test set in ``eval_parts`` independent parts
-    (each a range of test chunks, so they can run at once), combined by one eval node.
+    A window that ends an epoch evaluates the test set in independent parts (each a range
+    of test chunks, so they can run at once), combined by one eval node. ``eval_parts`` is
+    how many parts, or the number of test samples each part scores: then a part's cost is
+    the forward pass and loss over its samples.
     """
     g = nx.DiGraph(window=window, batch_size=batch_size)
     L = model.n_layers
@@ -41,7 +45,7 @@ def build_exact(model: MLP, window: Window, batch_size: int, eval_parts: int = 1
             add_data(g, x[0], fwd[layer], (x[1], "x"), made_by=PASS)
             add_data(g, source[layer][0], fwd[layer], (source[layer][1], "params"), made_by=PASS)
             x = (fwd[layer], "out")
-        loss = add_op(g, "loss", step=step, cost=5.0 * batch_size * model.n_classes)
+        loss = add_op(g, "loss", step=step, cost=5.0 * batch_size * model.n_classes)  # softmax: ~5 flops per logit
         add_data(g, fwd[L], loss, ("out", "logits"), made_by=PASS)
         add_data(g, load, loss, ("y", "y"), made_by=PASS)
         losses.append(loss)
@@ -66,10 +70,17 @@ def build_exact(model: MLP, window: Window, batch_size: int, eval_parts: int = 1
     for loss in losses:
         add_data(g, loss, out, ("loss", f"loss/{g.nodes[loss]['step'] - window.step0}"), made_by=PASS)  # by step in the window
     if window.evaluate:
+        sizes = (0,) * eval_parts if isinstance(eval_parts, int) else tuple(eval_parts)
         ev = add_op(g, "eval", epoch=window.epoch)
-        for part in range(eval_parts):
-            ev_part = add_op(g, "eval", epoch=window.epoch, part=part, parts=eval_parts)
+        for part, samples in enumerate(sizes):
+            ev_part = add_op(g, "eval", epoch=window.epoch, part=part, parts=len(sizes),
+                             cost=forward_flops(model, samples))
             for layer in range(1, L + 1):
                 add_data(g, source[layer][0], ev_part, (source[layer][1], f"params/L{layer}"), made_by=PASS)
             add_data(g, ev_part, ev, ("sums", f"part/{part}"), made_by=PASS)
     return g
+
+
+def forward_flops(model: MLP, samples: int) -> float:
+    """Flops of the forward pass and the loss over ``samples`` samples (what scoring them costs)."""
+    return sum(model.layer_flops(layer, samples) for layer in range(1, model.n_layers + 1)) + 5.0 * samples * model.n_classes

@@ -127,7 +127,7 @@ class Adaptive(Schedule):
         """The inner schedule's pipeline."""
         return self.inner.pipeline()
 
-    def build(self, model: MLP, window: Window, batch_size: int, eval_parts: int = 1, *,
+    def build(self, model: MLP, window: Window, batch_size: int, eval_parts: int | Sequence[int] = 1, *,
               stop_before: str | None = None) -> nx.DiGraph:
         """The inner schedule's graph of ``window``, with the k of the window's epoch."""
         return self.at(window).build(model, window, batch_size, eval_parts, stop_before=stop_before)

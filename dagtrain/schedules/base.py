@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
-from collections.abc import Callable, Hashable, Iterator
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import networkx as nx
@@ -58,7 +58,7 @@ class Schedule:
         """Names of the passes that build this schedule's graph, in order."""
         return ["build_exact", *(p.__name__ for p in self.pipeline())]
 
-    def build(self, model: MLP, window: Window, batch_size: int, eval_parts: int = 1, *,
+    def build(self, model: MLP, window: Window, batch_size: int, eval_parts: int | Sequence[int] = 1, *,
               stop_before: str | None = None) -> nx.DiGraph:
         """The fine graph of ``window`` under this schedule (or as it was before pass ``stop_before``).
 
@@ -70,7 +70,7 @@ class Schedule:
         with _gc_paused():
             return self._build(model, window, batch_size, eval_parts, stop_before)
 
-    def _build(self, model: MLP, window: Window, batch_size: int, eval_parts: int,
+    def _build(self, model: MLP, window: Window, batch_size: int, eval_parts: int | Sequence[int],
                stop_before: str | None) -> nx.DiGraph:
         if stop_before is not None and stop_before not in self.passes()[1:]:
             raise ConfigError(f"no pass named {stop_before!r} runs on a built graph; the passes are "
