@@ -70,6 +70,10 @@ def test_each_chain_updates_its_layer_against_the_snapshot() -> None:
         "load:s5:c2", "fwd:L1:s5:c2", "fwd:L2:s5:c2", "fwd:L3:s5:c2", "loss:s5:c2",
         "bwd:L3:s5:c2", "bwd:L2:s5:c2", "upd:L2:s5:c2"}
     assert g.nodes["bwd:L2:s5:c2"]["input_grad"] is False
+    # Layer 3 is fixed for chain 2: it only passes the gradient down (no weight gradient, half the flops).
+    assert g.nodes["bwd:L3:s5:c2"]["weight_grad"] is False and g.nodes["bwd:L2:s5:c2"].get("weight_grad", True)
+    assert g.nodes["bwd:L3:s5:c2"]["cost"] == MODEL.layer_flops(3, 4)
+    assert not [v for _, v, p in g.out_edges("bwd:L3:s5:c2", data="bind") if ("grads", "grads") in p]
     # Other layers come from the sync that opened the interval (step 4); its own layer from its own last update.
     assert producer_of(g, "fwd:L1:s5:c2", "params") == ("sync:s4", "snapshot/L1")
     assert producer_of(g, "fwd:L3:s5:c2", "params") == ("sync:s4", "snapshot/L3")

@@ -10,6 +10,7 @@ from dagtrain.model.functional import (
     Params,
     dense_backward,
     dense_forward,
+    dense_input_grad,
     loss_and_grad,
     sgd_update,
 )
@@ -85,6 +86,8 @@ def test_whole_mlp_gradient_matches_finite_differences() -> None:
     _, g = loss_and_grad(a2, y, model.loss)
     g2, gx = dense_backward(params[1], c2, g, "identity")
     g1, _ = dense_backward(params[0], c1, gx, "tanh", need_input_grad=False)
+    assert gx is not None
+    np.testing.assert_array_equal(dense_input_grad(params[1], c2, g, "identity"), gx)  # the same bits, W's gradient skipped
     np.testing.assert_allclose(g1.W, numeric_grad(loss, params[0].W), rtol=1e-5, atol=1e-8)
     np.testing.assert_allclose(g2.W, numeric_grad(loss, params[1].W), rtol=1e-5, atol=1e-8)
 

@@ -21,6 +21,7 @@ from dagtrain.model.functional import (
     average_params,
     dense_backward,
     dense_forward,
+    dense_input_grad,
     loss_and_grad,
     predict_params,
     sgd_update,
@@ -90,9 +91,11 @@ def op_loss(ctx: OpContext, node: dict[str, Any], inputs: Inputs) -> Outputs:
 
 
 def op_backward(ctx: OpContext, node: dict[str, Any], inputs: Inputs) -> Outputs:
-    """One dense layer backward: weight gradients and (unless it is the lowest) the input gradient."""
-    grads, grad_in = dense_backward(weights_read(ctx, node, inputs), inputs["cache"], inputs["grad"],
-                                    ctx.config.model.layer_activation(node["layer"]),
+    """One dense layer backward: weight gradients (unless no update reads them) and input gradient (unless unused)."""
+    params, activation = weights_read(ctx, node, inputs), ctx.config.model.layer_activation(node["layer"])
+    if not node.get("weight_grad", True):
+        return {"grads": None, "grad_in": dense_input_grad(params, inputs["cache"], inputs["grad"], activation)}
+    grads, grad_in = dense_backward(params, inputs["cache"], inputs["grad"], activation,
                                     need_input_grad=node.get("input_grad", True))
     return {"grads": grads, "grad_in": grad_in}
 

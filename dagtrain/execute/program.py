@@ -79,7 +79,8 @@ def compile_program(g: nx.DiGraph, tasks: nx.DiGraph, step0: int) -> WindowProgr
         for i, key in enumerate(ops):
             d = g.nodes[key]
             attrs = {"layer": d["layer"], "rel_step": None if d["step"] is None else d["step"] - step0,
-                     "input_grad": d.get("input_grad", True), "part": d.get("part"), "parts": d.get("parts"),
+                     "input_grad": d.get("input_grad", True),
+                     "weight_grad": d.get("weight_grad", True), "part": d.get("part"), "parts": d.get("parts"),
                      "lr_scale": d.get("lr_scale", 1.0), "predict_steps": d.get("predict_steps", 0)}
             if d["kind"] == "sync":  # which chain and step sent each port, to name a divergence
                 attrs["sources"] = tuple((port, g.nodes[src].get("chain"), None if g.nodes[src].get("step") is None

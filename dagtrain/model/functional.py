@@ -101,6 +101,13 @@ def dense_backward(
     return grads, grad_x
 
 
+def dense_input_grad(params: Params, cache: tuple[Array, Array], grad_a: Array, activation: str) -> Array:
+    """The gradient wrt the layer's input x alone: all a layer whose weights stay fixed passes down."""
+    _, a = cache
+    out: Array = activation_backward(a, grad_a, activation) @ params.W.T
+    return out
+
+
 # --- losses: mean over the batch; return the loss and dL/dlogits together ---
 def softmax_xent(logits: Array, labels: Array) -> tuple[float, Array]:
     """Softmax cross-entropy of integer ``labels``: ``mean_n -ln softmax(logits_n)[label_n]``."""

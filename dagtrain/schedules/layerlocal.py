@@ -248,6 +248,8 @@ def deal(g: nx.DiGraph, model: MLP, assign: ChainAssignment, made_by: str) -> nx
                 d = dict(g.nodes[k], chain=chain, **attrs)
                 if d["kind"] == "backward" and d["layer"] == c:  # nothing below needs its input gradient
                     d.update(input_grad=False, cost=model.layer_flops(c, g.graph["batch_size"]))
+                elif d["kind"] == "backward":  # a layer above: the chain only passes the gradient through it
+                    d.update(weight_grad=False, cost=model.layer_flops(d["layer"], g.graph["batch_size"]))
                 h.add_node(new, **d)
             for k, new in kept.items():
                 for port, src, field in inputs_of(g, k):
