@@ -12,6 +12,7 @@ from dask.task_spec import DataNode, Task, TaskRef
 
 from dagtrain.execute.ops import RunConfig
 from dagtrain.execute.program import WindowProgram, run_task
+from dagtrain.execute.trace import timed
 from dagtrain.graph.window import Window
 
 
@@ -29,5 +30,5 @@ def lower(program: WindowProgram, config: RunConfig, window: Window, state: dict
     for t in program.tasks:
         key = dask_key(t.name, window, attempt)
         refs = [TaskRef(dask_key(up, window, attempt)) for up in t.upstream]
-        dsk[key] = Task(key, run_task, t, config, position, *refs)
+        dsk[key] = Task(key, timed, key, run_task, t, config, position, *refs)
     return dsk
