@@ -90,7 +90,7 @@ def execute(plan: Plan, scheduler: Any = None, *,
         if adaptive is not None:  # the run picks each window's level: every level's programs are built now
             levelled = {(w.index, lv): plan.program(replace(w, level=lv), workers=lanes)
                         for w in windows for lv in range(adaptive.levels + 1)}
-        costs = plan.chain_costs()
+        costs = plan.chain_costs() if sched.client is not None else {}  # for pinning chains; builds a graph
         resubmitted = 0
         chains = plan.schedule.n_chains(model)
         placement = chain_workers(list(sched.addresses), chains, costs) if sched.addresses else {}
