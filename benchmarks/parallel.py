@@ -3,7 +3,8 @@
     python -m benchmarks.parallel [--rounds 3] [--intervals 1,10,100] [--modes sharded,shared] [--data warm|cold]
                                   [--plot docs/performance-parallel.png]
 
-784-256-256-256-10 relu, batch 128, lr 0.05, one epoch of real MNIST. One worker is the
+784-256-256-256-10 relu, batch 128, lr 0.05, one epoch of real MNIST, then one evaluation of the
+test set (the numpy loop evaluates too, as every plan does at an epoch's end). One worker is the
 synchronous scheduler, two workers the threaded scheduler with two threads (BLAS on one
 thread each). Each figure is a median over rounds; each ratio is taken within a round,
 against that round's numpy loop and that round's Sync on one worker. ``--data warm`` (the
@@ -41,6 +42,7 @@ import dagtrain as dt
 from benchmarks.common import add_data_option, before_run, machine_line
 from dagtrain.analysis.predict import CostModel, calibrate, measure_contention
 from dagtrain.data.atomic import atomic_write
+from dagtrain.execute.ops import evaluate
 from dagtrain.experiments.sweep import sync_gaps
 from dagtrain.model.functional import dense_backward, loss_and_grad, sgd_update
 from dagtrain.reference import forward_all, train_reference
@@ -79,7 +81,9 @@ def main() -> None:
 
     def numpy_loop() -> float:
         t = time.perf_counter()
-        train_reference(model, data, **kw, arrays=arrays)
+        params = train_reference(model, data, **kw, arrays=arrays)
+        with threadpool_limits(limits=1, user_api="blas"):  # one core, as the loop trains
+            evaluate(model, params, data, "test")  # the same evaluation work as the plan's, at the epoch's end
         return time.perf_counter() - t
 
     def run(plan: dt.Plan, workers: int) -> dt.TrainResult:
