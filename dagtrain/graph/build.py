@@ -45,7 +45,7 @@ def build_exact(model: MLP, window: Window, batch_size: int, eval_parts: int | S
             add_data(g, x[0], fwd[layer], (x[1], "x"), made_by=PASS)
             add_data(g, source[layer][0], fwd[layer], (source[layer][1], "params"), made_by=PASS)
             x = (fwd[layer], "out")
-        loss = add_op(g, "loss", step=step, cost=5.0 * batch_size * model.n_classes)  # softmax: ~5 flops per logit
+        loss = add_op(g, "loss", step=step, cost=loss_flops(model, batch_size))
         add_data(g, fwd[L], loss, ("out", "logits"), made_by=PASS)
         add_data(g, load, loss, ("y", "y"), made_by=PASS)
         losses.append(loss)
@@ -81,6 +81,11 @@ def build_exact(model: MLP, window: Window, batch_size: int, eval_parts: int | S
     return g
 
 
+def loss_flops(model: MLP, samples: int) -> float:
+    """Flops of the loss and its gradient over ``samples`` samples: about 5 per logit (softmax)."""
+    return 5.0 * samples * model.n_classes
+
+
 def forward_flops(model: MLP, samples: int) -> float:
     """Flops of the forward pass and the loss over ``samples`` samples (what scoring them costs)."""
-    return sum(model.layer_flops(layer, samples) for layer in range(1, model.n_layers + 1)) + 5.0 * samples * model.n_classes
+    return sum(model.layer_flops(layer, samples) for layer in range(1, model.n_layers + 1)) + loss_flops(model, samples)

@@ -62,6 +62,9 @@ class Schedule:
               stop_before: str | None = None) -> nx.DiGraph:
         """The fine graph of ``window`` under this schedule (or as it was before pass ``stop_before``).
 
+        ``eval_parts``: how many parts an epoch-end evaluation is cut into, or each part's
+        number of test samples (then each part is costed; see :func:`dagtrain.graph.build.build_exact`).
+
         Python's cyclic garbage collector is paused while the graph is built: its full
         collections scan every live object, so with it on, building grew faster than the
         graph (measured: 9.3 s per 10^5 nodes at 10^5 nodes, 27 s at 10^6; the graph
