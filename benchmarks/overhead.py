@@ -10,13 +10,23 @@ finds the split in memory too, as every epoch after a process's first does; with
 does. Contenders run interleaved, round by round, and each ratio is taken within one round.
 The two cluster rows are 2-process LocalClusters: one from ``dt.local_cluster`` and one with
 distributed's default ``MALLOC_TRIM_THRESHOLD_`` (see ``dagtrain.execute.cluster``).
+
+A cluster exists only while its own row runs: each round starts it, warms it with one
+untimed run (worker start, imports, the workers' resident data) and closes it before the
+next contender. An idle 2-worker LocalCluster burns about 10% of one core in timers and
+heartbeats (measured with psutil over 10 s); alive beside the other rows it slowed the
+threaded scheduler's two busy threads by 5-10% against the one-thread loop, which has a
+spare core to absorb it.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import time
 import warnings
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import dask
 from threadpoolctl import threadpool_limits
@@ -56,22 +66,31 @@ def main() -> None:
         before_run(args.data, scheduler if not isinstance(scheduler, str) else None)
         return plan.run(scheduler).samples_per_second
 
-    with dt.local_cluster(2) as cluster, Client(cluster) as client, \
-            dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": 65536}), \
-            LocalCluster(n_workers=2, threads_per_worker=1, host="127.0.0.1", dashboard_address="127.0.0.1:0") as trimming, \
-            Client(trimming) as trimming_client, warnings.catch_warnings():
-        warnings.simplefilter("ignore", dt.PerformanceWarning)  # the point of that row
-        contenders = {"numpy loop": numpy_loop,
-                      "dagtrain Sync, synchronous": lambda: dagtrain_on("sync"),
-                      "dagtrain Sync, threaded": lambda: dagtrain_on("threads"),
-                      "dagtrain Sync, dt.local_cluster 2 procs": lambda: dagtrain_on(client),
-                      "dagtrain Sync, LocalCluster 2 procs, distributed's malloc trim": lambda: dagtrain_on(trimming_client)}
-        for f in contenders.values():  # warm-up: imports, page cache, worker start
-            f()
-        results: dict[str, list[float]] = {name: [] for name in contenders}
-        for _ in range(args.rounds):
-            for name, f in contenders.items():
-                results[name].append(f())
+    @contextlib.contextmanager
+    def trimming_cluster() -> Iterator[Any]:
+        with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": 65536}), \
+                LocalCluster(n_workers=2, threads_per_worker=1, host="127.0.0.1", dashboard_address="127.0.0.1:0") as c:
+            yield c
+
+    def on_cluster(start: Callable[[], contextlib.AbstractContextManager[Any]]) -> Callable[[], float]:
+        def contender() -> float:
+            with start() as cluster, Client(cluster) as client, warnings.catch_warnings():
+                warnings.simplefilter("ignore", dt.PerformanceWarning)  # the point of the trimming row
+                dagtrain_on(client)  # untimed: worker imports and resident data, as the other rows have theirs
+                return dagtrain_on(client)
+        return contender
+
+    contenders = {"numpy loop": numpy_loop,
+                  "dagtrain Sync, synchronous": lambda: dagtrain_on("sync"),
+                  "dagtrain Sync, threaded": lambda: dagtrain_on("threads"),
+                  "dagtrain Sync, dt.local_cluster 2 procs": on_cluster(lambda: dt.local_cluster(2)),
+                  "dagtrain Sync, LocalCluster 2 procs, distributed's malloc trim": on_cluster(trimming_cluster)}
+    for name in ("numpy loop", "dagtrain Sync, synchronous", "dagtrain Sync, threaded"):  # warm-up: imports, page cache
+        contenders[name]()
+    results: dict[str, list[float]] = {name: [] for name in contenders}
+    for _ in range(args.rounds):
+        for name, f in contenders.items():
+            results[name].append(f())
     base = results["numpy loop"]
     rows = [(name, v, [a / b for a, b in zip(v, base, strict=True)]) for name, v in results.items()]
     print(f"# Overhead: samples/s, {args.rounds} rounds, {args.epochs} epoch(s) each, data {args.data}\n")
