@@ -11,12 +11,14 @@ does. Contenders run interleaved, round by round, and each ratio is taken within
 The two cluster rows are 2-process LocalClusters: one from ``dt.local_cluster`` and one with
 distributed's default ``MALLOC_TRIM_THRESHOLD_`` (see ``dagtrain.execute.cluster``).
 
-A cluster exists only while its own row runs: each round starts it, warms it with one
-untimed run (worker start, imports, the workers' resident data) and closes it before the
-next contender. An idle 2-worker LocalCluster burns about 10% of one core in timers and
-heartbeats (measured with psutil over 10 s); alive beside the other rows it slowed the
-threaded scheduler's two busy threads by 5-10% against the one-thread loop, which has a
-spare core to absorb it.
+The rounds run in phases, one per background: first the local contenders with no cluster
+alive, then each cluster's row while that cluster (and only it) is alive. Every phase
+interleaves its rows with the numpy loop, and a row's ratio is to the loop of its own round,
+so each ratio compares two runs on the same background. An idle 2-worker LocalCluster burns
+about 10% of one core in timers and heartbeats (psutil, 10 s); kept alive beside the threaded
+row it cost that row 5-10% against the one-thread loop, which has a spare core to absorb it.
+A cluster lives through all of its phase's rounds: started afresh for each round, its runs
+were about 30% slower than a long-lived cluster's, even after two untimed runs.
 """
 
 from __future__ import annotations
@@ -67,35 +69,44 @@ def main() -> None:
         return plan.run(scheduler).samples_per_second
 
     @contextlib.contextmanager
-    def trimming_cluster() -> Iterator[Any]:
-        with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": 65536}), \
-                LocalCluster(n_workers=2, threads_per_worker=1, host="127.0.0.1", dashboard_address="127.0.0.1:0") as c:
-            yield c
+    def no_cluster() -> Iterator[None]:
+        yield None
 
-    def on_cluster(start: Callable[[], contextlib.AbstractContextManager[Any]]) -> Callable[[], float]:
-        def contender() -> float:
-            with start() as cluster, Client(cluster) as client, warnings.catch_warnings():
-                warnings.simplefilter("ignore", dt.PerformanceWarning)  # the point of the trimming row
-                dagtrain_on(client)  # untimed: worker imports and resident data, as the other rows have theirs
-                return dagtrain_on(client)
-        return contender
+    @contextlib.contextmanager
+    def on_cluster(trimming: bool) -> Iterator[Any]:
+        environ = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": 65536} if trimming else {}
+        with dask.config.set(environ), \
+                (LocalCluster(n_workers=2, threads_per_worker=1, host="127.0.0.1", dashboard_address="127.0.0.1:0")
+                 if trimming else dt.local_cluster(2)) as cluster, Client(cluster) as client, warnings.catch_warnings():
+            warnings.simplefilter("ignore", dt.PerformanceWarning)  # the point of the trimming row
+            yield client
 
-    contenders = {"numpy loop": numpy_loop,
-                  "dagtrain Sync, synchronous": lambda: dagtrain_on("sync"),
-                  "dagtrain Sync, threaded": lambda: dagtrain_on("threads"),
-                  "dagtrain Sync, dt.local_cluster 2 procs": on_cluster(lambda: dt.local_cluster(2)),
-                  "dagtrain Sync, LocalCluster 2 procs, distributed's malloc trim": on_cluster(trimming_cluster)}
-    for name in ("numpy loop", "dagtrain Sync, synchronous", "dagtrain Sync, threaded"):  # warm-up: imports, page cache
-        contenders[name]()
-    results: dict[str, list[float]] = {name: [] for name in contenders}
-    for _ in range(args.rounds):
-        for name, f in contenders.items():
-            results[name].append(f())
-    base = results["numpy loop"]
-    rows = [(name, v, [a / b for a, b in zip(v, base, strict=True)]) for name, v in results.items()]
+    phases: list[tuple[Callable[[], contextlib.AbstractContextManager[Any]], dict[str, Callable[[Any], float]]]] = [
+        (no_cluster, {"dagtrain Sync, synchronous": lambda _: dagtrain_on("sync"),
+                      "dagtrain Sync, threaded": lambda _: dagtrain_on("threads")}),
+        (lambda: on_cluster(False), {"dagtrain Sync, dt.local_cluster 2 procs": dagtrain_on}),
+        (lambda: on_cluster(True), {"dagtrain Sync, LocalCluster 2 procs, distributed's malloc trim": dagtrain_on}),
+    ]
+    rows: list[tuple[str, list[float], list[float]]] = []
+    for start, contenders in phases:
+        with start() as client:
+            numpy_loop()  # warm-up: imports, page cache, worker start, the workers' resident data
+            for f in contenders.values():
+                f(client)
+            loop: list[float] = []
+            results: dict[str, list[float]] = {name: [] for name in contenders}
+            for _ in range(args.rounds):
+                loop.append(numpy_loop())
+                for name, f in contenders.items():
+                    results[name].append(f(client))
+        if not rows:
+            rows.append(("numpy loop", loop, [1.0] * len(loop)))
+        rows += [(name, v, [a / b for a, b in zip(v, loop, strict=True)]) for name, v in results.items()]
     print(f"# Overhead: samples/s, {args.rounds} rounds, {args.epochs} epoch(s) each, data {args.data}\n")
     print(machine_line() + "\n")
     print(table(rows, "samples/s"))
+    print("\nEach ratio is to the numpy loop of its own round, run on the same background (no cluster, or that "
+          "row's cluster alone).")
 
 
 if __name__ == "__main__":
