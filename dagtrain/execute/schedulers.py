@@ -12,6 +12,9 @@ On the threaded scheduler the interpreter's GIL switch interval is lowered from 
 that release the GIL; at 5 ms a thread coming back from BLAS waits for the other to be
 preempted. Measured (4-layer MLP, batch 128, LayerLocal k=10 sharded, 2 threads): chain
 work 1.45 s -> 1.02 s, speed-up over one worker 1.44x -> 1.92x.
+
+The local schedulers also set this process's malloc thresholds for training, once
+(:func:`dagtrain.execute.memory.keep_freed_memory`; ``DAGTRAIN_MALLOC=default`` opts out).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from threadpoolctl import threadpool_limits
 
 from dagtrain.errors import ConfigError
 from dagtrain.execute.cluster import warn_if_trimming
+from dagtrain.execute.memory import keep_freed_memory
 from dagtrain.execute.trace import TaskRecord, trace_distributed, trace_local
 
 GetFunction = Callable[..., Any]
@@ -60,8 +64,9 @@ def _switch_interval(seconds: float) -> Iterator[None]:
         sys.setswitchinterval(old)
 
 
-def _pin_blas(threads: int) -> None:
+def _prepare_worker_process(threads: int) -> None:
     threadpool_limits(limits=threads, user_api="blas")
+    keep_freed_memory()
 
 
 ADDRESS_PREFIXES = ("tcp://", "tls://", "inproc://", "ucx://")
@@ -101,14 +106,16 @@ def open_scheduler(scheduler: Any = None, *, num_workers: int | None = None,
         with connect(scheduler) as client, open_scheduler(client, blas_threads=blas_threads) as sched:
             yield sched
     elif scheduler is None or scheduler in ("threads", "threading"):
+        keep_freed_memory()
         with threadpool_limits(limits=blas_threads, user_api="blas"), _switch_interval(0.001):
             yield Scheduler("threads", lambda dsk, keys: dask.threaded.get(dsk, keys, num_workers=workers), workers)
     elif scheduler in ("sync", "synchronous", "single-threaded"):
+        keep_freed_memory()
         with threadpool_limits(limits=blas_threads, user_api="blas"):
             yield Scheduler("sync", dask.local.get_sync, 1)
     elif scheduler == "processes":
         ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_pin_blas, initargs=(blas_threads,)) as pool:
+        with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_prepare_worker_process, initargs=(blas_threads,)) as pool:
             yield Scheduler("processes", lambda dsk, keys: dask.multiprocessing.get(dsk, keys, pool=pool), workers)
     elif hasattr(scheduler, "get") and hasattr(scheduler, "scheduler_info"):
         warn_if_trimming(scheduler)
