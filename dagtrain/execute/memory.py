@@ -13,7 +13,7 @@ GIL.
 64-bit Linux: arrays up to 32 MB come from the heap (``M_MMAP_THRESHOLD``), and up to 64 MB
 of free heap top is kept (``M_TRIM_THRESHOLD``). Measured on the 2-core machine (k=100,
 sharded, interleaved processes, four rounds): the faults drop to under 100 per epoch and
-one worker's chain tasks go from 69-73 to 75-77 GFLOP/s. The cost is that a process keeps
+one worker's chain tasks go from 69-73 to 73.6-76.9 GFLOP/s. The cost is that a process keeps
 up to 64 MB of freed memory per malloc arena instead of returning it.
 
 Local runs (the synchronous, threaded and process-pool schedulers) set it once per process.
