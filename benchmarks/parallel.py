@@ -15,11 +15,15 @@ chunks from zarr inside the timed run.
 "formula" is the seed's predicted speed-up over Sync, ``T_seq / (T_seq / min(L, W) + syncs * t_sync)``
 with ``T_seq`` this round's Sync time and ``t_sync`` the run's measured sync gaps; "cost
 model" is ``plan.analyze(workers=W).predicted_seconds``, fixed before anything runs: "ideal"
-with the default CostModel (no contention, longest path first), "as run" with the
-contention of two threads measured by ``measure_contention`` on one training step of the
-model (not on these runs) and ready tasks taken in arbitrary order, as Dask's local
-schedulers do. On 2 workers the chains run as 2 lanes (``pack_lanes``), so both orders
-predict about the same. "calibrated" is the as-run model with its flops/s and task overhead
+with the default CostModel (no contention, no hand-over, longest path first); "as run" with,
+on two workers, the contention and the mean hand-over latency that ``measure_threaded``
+measures on Dask's threaded scheduler running lanes of one training step of the model, shaped
+as each schedule's own lanes (steps per task, tasks per sync interval; ``lane_shape``), and
+ready tasks taken in arbitrary order, as Dask's local schedulers do. Those are
+micro-benchmarks, not these runs; Sync takes its contention from ``measure_contention`` on
+the step. One worker is the synchronous scheduler: no contention, no hand-over term. On 2
+workers the chains run as 2 lanes (``pack_lanes``), so both orders predict about the same.
+"calibrated" is the as-run model with its flops/s and task overhead
 fitted (``calibrate``) to the same round's 1-worker run of the same schedule: it asks how
 well the model predicts 2 workers from 1 on the machine as it is in that round (these
 shared 2-core machines drift by 2x over an hour, which a fixed flops/s cannot follow).
@@ -40,7 +44,7 @@ from threadpoolctl import threadpool_limits
 
 import dagtrain as dt
 from benchmarks.common import add_data_option, before_run, machine_line
-from dagtrain.analysis.predict import CostModel, calibrate, measure_contention
+from dagtrain.analysis.predict import CostModel, calibrate, lane_shape, measure_contention, measure_threaded
 from dagtrain.data.atomic import atomic_write
 from dagtrain.execute.ops import evaluate
 from dagtrain.experiments.sweep import sync_gaps
@@ -70,11 +74,23 @@ def main() -> None:
     runs = [(s, w) for s, w in runs if not isinstance(s, dt.LayerLocal) or s.data in args.modes.split(",")]
     plans = {s: dt.compile(model, data, s, **kw) for s, _ in runs}
     with threadpool_limits(limits=1, user_api="blas"):
-        contention = measure_contention(training_step(model, arrays, kw["batch_size"], kw["lr"]))
-    as_run = CostModel(contention=contention, ready_order="arbitrary")
+        step = training_step(model, arrays, kw["batch_size"], kw["lr"])
+        # Sync's tasks on two threads: the step's contention, and the hand-over of 2-step tasks.
+        threaded = {dt.Sync(): replace(measure_threaded(step), contention=measure_contention(step))}
+        for s in plans:  # each LayerLocal's own lanes: its steps per task and tasks per interval, about 400 steps
+            if isinstance(s, dt.LayerLocal):
+                shape = lane_shape(plans[s].graph(0, workers=2), plans[s].task_graph(0, workers=2), 2)
+                steps = shape["steps_per_task"] * shape["per_interval"] * 2
+                threaded[s] = measure_threaded(step, steps_per_task=shape["steps_per_task"],
+                                               per_interval=int(shape["per_interval"]), intervals=max(round(400 / steps), 4))
+
+    def as_run(s: dt.Schedule, workers: int) -> CostModel:
+        """The as-run model of ``s`` on ``workers``: one worker is the synchronous scheduler (nothing beside it)."""
+        return replace(threaded[s], ready_order="arbitrary") if workers > 1 else CostModel(ready_order="arbitrary")
+
     predicted = {(s, w): plans[s].analyze(workers=w).predicted_seconds for s, w in runs}
     predicted[(dt.Sync(), 1)] = sync.analyze(workers=1).predicted_seconds
-    predicted_as_run = {(s, w): plans[s].analyze(workers=w, cost=as_run).predicted_seconds for s, w in runs}
+    predicted_as_run = {(s, w): plans[s].analyze(workers=w, cost=as_run(s, w)).predicted_seconds for s, w in runs}
     predicted_as_run[(dt.Sync(), 1)] = predicted[(dt.Sync(), 1)]
     rows: dict[tuple[dt.Schedule, int], list[Row]] = {(dt.Sync(), 1): [], **{r: [] for r in runs}}
     loop: list[float] = []
@@ -107,8 +123,11 @@ def main() -> None:
             result = run(plans[s], workers)
             if workers == 1:  # the same round's one-worker run of this schedule calibrates the model
                 fit = calibrate(plans[s].task_graph(0), result.tasks)
-                fitted[s] = replace(as_run, flops_per_second=fit.flops_per_second, overhead=fit.overhead)
-            calibrated = plans[s].analyze(workers=workers, cost=fitted[s]).predicted_seconds if s in fitted else float("nan")
+                fitted[s] = CostModel(flops_per_second=fit.flops_per_second, overhead=fit.overhead)
+            calibrated = float("nan")
+            if s in fitted:
+                cost = replace(as_run(s, workers), flops_per_second=fitted[s].flops_per_second, overhead=fitted[s].overhead)
+                calibrated = plans[s].analyze(workers=workers, cost=cost).predicted_seconds
             gaps = sync_gaps(result.tasks)
             syncs = sum(1 for r in result.tasks if r.prefix == "sync")
             chains = model.n_layers if isinstance(s, dt.LayerLocal) else 1
@@ -118,7 +137,10 @@ def main() -> None:
     samples = data.size("train")
     print(f"# Parallel speed-up, {args.rounds} rounds, data {args.data}\n\n{machine_line()}\n")
     print(f"numpy loop (1 core): median {samples / statistics.median(loop):,.0f} samples/s; "
-          f"contention of two threads on one training step: {contention:.3f}\n")
+          "the threaded scheduler on two workers (measure_threaded, lanes of one training step):\n")
+    for s, cost in threaded.items():
+        print(f"- {s}: contention {cost.contention:.3f}, hand-over {cost.latency * 1e6:.0f} us")
+    print()
     print("| schedule | workers | median samples/s | speed-up over numpy loop | over Sync, 1 worker | "
           "seed's formula | cost model (ideal) s | measured / ideal | cost model (as run) s | measured / as run | "
           "measured / calibrated | chain GFLOP/s per worker |")

@@ -115,7 +115,8 @@ class Plan:
         Durations come from ``cost`` (default :class:`CostModel`) or, given the ``result`` of a
         run of this plan, from its measured task times. For a schedule with syncs the seed's
         formula ``T_seq / min(L, W) + syncs * t_sync`` is predicted beside it, with T_seq the
-        same run under Sync on one worker and t_sync two task overheads.
+        same run under Sync on one worker and t_sync two task overheads and two hand-overs
+        (``cost.latency``): into the sync and out of it.
         """
         _positive_int("workers", workers, "2")
         cost = cost or CostModel()
@@ -125,7 +126,7 @@ class Plan:
         syncs = stats.ops.get("sync", 0)
         if syncs:
             t_seq = replace(self, schedule=Sync(), _programs={})._predict(1, cost, None)[0]
-            t_sync = 2 * cost.overhead
+            t_sync = 2 * (cost.overhead + cost.latency)
             formula = t_seq / min(self.schedule.n_chains(self.model), workers) + syncs * t_sync
         widths = [len(gen) for gen in nx.topological_generations(self.graph(0))]
         return Analysis(str(self.schedule), workers, stats.work, stats.span, widths, predicted, formula, t_sync, syncs,

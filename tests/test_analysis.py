@@ -6,7 +6,17 @@ import networkx as nx
 import pytest
 
 import dagtrain as dt
-from dagtrain.analysis.predict import CostModel, calibrate, list_schedule, makespan, measure_contention, predicted_makespan
+from dagtrain.analysis.predict import (
+    CostModel,
+    calibrate,
+    critical_seconds,
+    lane_shape,
+    list_schedule,
+    makespan,
+    measure_contention,
+    measure_threaded,
+    predicted_makespan,
+)
 from dagtrain.execute.ops import eval_part_sizes
 from dagtrain.graph.build import forward_flops
 
@@ -58,6 +68,23 @@ def test_arbitrary_ready_order_predicts_the_idle_of_a_badly_packed_window() -> N
     assert predicted_makespan(chains, 1, blind) == pytest.approx(8.0)
 
 
+def test_latency_delays_each_task_after_its_last_input() -> None:
+    """A hand-over costs every dependency on the path, not every task: a chain pays it per edge, parallel sources not at all."""
+    cost = CostModel(flops_per_second=1e9, overhead=0.0, latency=0.25)
+    line = nx.path_graph(["a", "b", "c"], create_using=nx.DiGraph)
+    nx.set_node_attributes(line, 1e9, "cost")
+    slots = list_schedule(line, 2, cost)
+    assert [(s.task, s.start, s.stop) for s in slots] == [("a", 0.0, 1.0), ("b", 1.25, 2.25), ("c", 2.5, 3.5)]
+    assert critical_seconds(line, cost) == pytest.approx(3.5)
+    chains = _window_of_chains([2e9, 1e9])  # two sources side by side, then the sync (0 flops) after the longer one
+    assert makespan(list_schedule(chains, 2, cost)) == pytest.approx(2.25)
+    # With a worker free the whole time, a ready task that has not been handed over yet still waits.
+    fork = nx.DiGraph([("a", "b"), ("a", "c")])
+    nx.set_node_attributes(fork, 1e9, "cost")
+    assert makespan(list_schedule(fork, 2, cost)) == pytest.approx(2.25)
+    assert makespan(list_schedule(fork, 1, cost)) == pytest.approx(3.25)  # c waits for the one worker, not for a hand-over
+
+
 def test_cost_model_rejects_impossible_settings() -> None:
     with pytest.raises(ValueError, match=r"contention = 0\.5 must be >= 1\.0"):
         CostModel(contention=0.5)
@@ -65,6 +92,8 @@ def test_cost_model_rejects_impossible_settings() -> None:
         CostModel(ready_order="fifo")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="flops_per_second > 0"):
         CostModel(flops_per_second=0.0)
+    with pytest.raises(ValueError, match=r"latency = -0\.001 must be >= 0"):
+        CostModel(latency=-0.001)
 
 
 def test_measure_contention_tells_gil_bound_work_from_work_that_releases_it() -> None:
@@ -78,6 +107,39 @@ def test_measure_contention_tells_gil_bound_work_from_work_that_releases_it() ->
 
     assert measure_contention(lambda: time.sleep(0.002), seconds=0.05) < 1.3
     assert measure_contention(holds_gil, seconds=0.1) > 1.5
+
+
+def test_measure_threaded_sees_the_scheduler_hand_over_and_the_gil() -> None:
+    """Real Dask threads: sleeping tasks overlap (contention ~1) and still pay a hand-over; GIL-bound tasks stretch."""
+    import time
+
+    def holds_gil() -> None:
+        total = 0
+        for i in range(20_000):
+            total += i
+
+    base = CostModel(flops_per_second=1e9, ready_order="arbitrary")
+    sleeping = measure_threaded(lambda: time.sleep(0.002), steps_per_task=1.5, intervals=10, base=base)
+    assert sleeping.flops_per_second == 1e9 and sleeping.ready_order == "arbitrary"  # the rest of base is kept
+    assert 1.0 <= sleeping.contention < 1.3
+    assert 0.0 < sleeping.latency < 0.01  # a hand-over goes through the scheduler's thread: more than nothing, well under 10 ms
+    assert measure_threaded(holds_gil, steps_per_task=10, intervals=5).contention > 1.4  # ~10 switch intervals a task: 1.6-1.8
+
+
+def test_lane_shape_reads_the_granularity_of_a_window(blobs: dt.Dataset) -> None:
+    """Sharded: a chain takes every L-th step, so k/L steps per task; shared: k. Two chains per lane on two workers."""
+    model = dt.MLP([12, 16, 16, 16, 3], seed=0)  # 4 layers, 4 chains
+    for data, per_task, copies in (("sharded", 2.0, 1), ("shared", 8.0, 4)):
+        plan = dt.compile(model, blobs, dt.LayerLocal(8, data), batch_size=16, epochs=1)
+        shape = lane_shape(plan.graph(0, workers=2), plan.task_graph(0, workers=2), 2)
+        tasks = [t for t in plan.task_graph(0, workers=2) if t.startswith("chain")]
+        assert shape["steps_per_task"] == copies * plan.windows[0].n_steps / len(tasks)  # a step in one chain or in all four
+        assert shape["steps_per_task"] == pytest.approx(per_task, rel=0.1)  # k/L or k, less a short last interval
+        assert shape["per_interval"] == 2
+        assert shape["intervals"] == sum(1 for t in plan.task_graph(0) if t.startswith("sync"))
+    sync = dt.compile(model, blobs, batch_size=16, epochs=1)
+    with pytest.raises(ValueError, match="no chain tasks"):
+        lane_shape(sync.graph(0), sync.task_graph(0), 2)
 
 
 def test_evaluation_parts_cost_the_forward_pass_over_their_test_samples(blobs: dt.Dataset) -> None:

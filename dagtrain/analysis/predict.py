@@ -5,7 +5,14 @@ ops and a fixed overhead per task. Defaults come from measurements on the develo
 machine (notes/measurements.md: ~70 GFLOP/s on the MLP's matmuls, ~70 us per threaded
 task); :func:`calibrate` measures them for a plan on this machine with a short run.
 
-Two more terms describe what happens when workers run at once:
+Three more terms describe what happens when workers run at once:
+
+- ``latency``: the scheduler's hand-over, the time from a task's last input finishing to
+  the task starting. Each edge of a chain pays it, so it counts per dependency, not per
+  flop: on LayerLocal at k=10 each sync interval pays three in a row (lane, sync, lane).
+  Dask's threaded scheduler routes every hand-over through its own thread (a worker
+  reports, the scheduler thread wakes and hands the next task out), 0.1-0.3 ms on these
+  2-core machines; :func:`measure_threaded` measures it with a micro-benchmark.
 
 - ``contention``: how much longer a task's math takes while another worker computes
   (shared caches, memory bandwidth, the GIL around the BLAS calls). 1.0 is ideal;
@@ -28,7 +35,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import networkx as nx
@@ -38,11 +45,16 @@ from dagtrain.execute.trace import TaskRecord
 
 @dataclass(frozen=True)
 class CostModel:
-    """Seconds a task takes: ``overhead + flops / flops_per_second`` (times ``contention`` beside other workers)."""
+    """Seconds a task takes: ``overhead + flops / flops_per_second`` (times ``contention`` beside other workers).
+
+    ``latency``: seconds from a task's last input finishing to the task starting (0: the
+    ideal scheduler; see :func:`measure_threaded`).
+    """
 
     flops_per_second: float = 60e9
     overhead: float = 70e-6
     contention: float = 1.0
+    latency: float = 0.0
     ready_order: Literal["longest_path", "arbitrary"] = "longest_path"
     orders: int = 16  # random orders averaged when ready_order is "arbitrary"
 
@@ -50,6 +62,8 @@ class CostModel:
         if not self.flops_per_second > 0 or not self.overhead >= 0:
             raise ValueError(f"CostModel needs flops_per_second > 0 and overhead >= 0, got {self.flops_per_second!r} "
                              f"and {self.overhead!r}")
+        if not self.latency >= 0:
+            raise ValueError(f"latency = {self.latency!r} must be >= 0 seconds (0: a task starts when its inputs are ready)")
         if not self.contention >= 1.0:
             raise ValueError(f"contention = {self.contention!r} must be >= 1.0 (1.0: workers do not slow each other)")
         if self.ready_order not in ("longest_path", "arbitrary"):
@@ -74,12 +88,13 @@ def list_schedule(tasks: nx.DiGraph, workers: int, cost: CostModel,
                   measured: dict[str, float] | None = None, *, seed: int | None = None) -> list[Slot]:
     """Greedy list scheduling of a task graph on ``workers`` identical workers, simulated in time.
 
-    As Dask's local schedulers do: a task becomes ready when its last input finishes, and a
-    worker that is free takes a ready task at once (the worker free longest first). Among
-    ready tasks the one with the longest remaining path goes first; with ``seed`` given,
-    ready tasks go in a random order instead (one draw of what an order-blind scheduler
-    does). Durations come from ``measured`` (seconds by task name) where given, else the
-    cost model, whose ``contention`` stretches a task that starts while another worker is busy.
+    As Dask's local schedulers do: a task becomes ready ``cost.latency`` after its last
+    input finishes, and a worker that is free takes a ready task at once (the worker free
+    longest first). Among ready tasks the one with the longest remaining path goes first;
+    with ``seed`` given, ready tasks go in a random order instead (one draw of what an
+    order-blind scheduler does). Durations come from ``measured`` (seconds by task name)
+    where given, else the cost model, whose ``contention`` stretches a task that starts
+    while another worker is busy.
     """
     flops = {t: d.get("cost", 0.0) for t, d in tasks.nodes(data=True)}
     duration = {t: (measured or {}).get(t, cost.seconds(f)) for t, f in flops.items()}
@@ -91,13 +106,17 @@ def list_schedule(tasks: nx.DiGraph, workers: int, cost: CostModel,
         draw = random.Random(seed)
         rank = {t: draw.random() for t in sorted(tasks)}
     waiting = {t: tasks.in_degree(t) for t in tasks}
-    ready = [(-rank[t], t) for t, n in waiting.items() if n == 0]
-    heapq.heapify(ready)
+    pending = [(0.0, -rank[t], t) for t, n in waiting.items() if n == 0]  # (ready at, -rank, task)
+    heapq.heapify(pending)
+    ready: list[tuple[float, str]] = []  # (-rank, task), ready now
     idle = [(0.0, w) for w in range(workers)]  # (free since, worker)
     running: list[tuple[float, int, str]] = []  # (stop, worker, task)
     now = 0.0
     slots: list[Slot] = []
-    while ready or running:
+    while pending or ready or running:
+        while pending and pending[0][0] <= now:
+            _, neg_rank, t = heapq.heappop(pending)
+            heapq.heappush(ready, (neg_rank, t))
         while ready and idle:
             _, t = heapq.heappop(ready)
             _, w = heapq.heappop(idle)
@@ -106,12 +125,15 @@ def list_schedule(tasks: nx.DiGraph, workers: int, cost: CostModel,
                 stop = now + cost.seconds(flops[t], concurrent=True)
             slots.append(Slot(t, w, now, stop))
             heapq.heappush(running, (stop, w, t))
+        if pending and (not running or pending[0][0] < running[0][0]):
+            now = pending[0][0]  # the next hand-over lands before any running task ends
+            continue
         now, w, t = heapq.heappop(running)
         heapq.heappush(idle, (now, w))
         for s in tasks.successors(t):
             waiting[s] -= 1
             if waiting[s] == 0:
-                heapq.heappush(ready, (-rank[s], s))
+                heapq.heappush(pending, (now + cost.latency, -rank[s], s))
     return slots
 
 
@@ -159,12 +181,126 @@ def measure_contention(step: Callable[[], object], *, seconds: float = 1.0, roun
     return max(statistics.median(ratios), 1.0)
 
 
+def measure_threaded(step: Callable[[], object] | None = None, *, workers: int = 2, steps_per_task: float = 2,
+                     per_interval: int = 2, intervals: int = 40, rounds: int = 3, switch_interval: float = 0.001,
+                     base: CostModel | None = None) -> CostModel:
+    """``base`` with the ``contention`` and ``latency`` Dask's threaded scheduler shows on lanes of ``step``, measured here.
+
+    Builds the shape LayerLocal's lanes take on a local scheduler: ``workers`` lanes of
+    tasks, ``per_interval`` tasks per lane between barrier tasks (the syncs), ``intervals``
+    barriers, each task ``steps_per_task`` calls of ``step`` (a fraction: tasks alternate,
+    so that the mean comes out right). Pass one training step of the model with BLAS pinned
+    as the run will pin it, and the plan's own granularity: each hand-over runs Python in
+    the scheduler's thread, which stalls the busy lanes at their next GIL request, so
+    small tasks stretch more (measured, batch-128 MLP step: 8-10% at 2 steps per task, 3% at
+    20). Runs the graph ``rounds`` times on ``workers`` threads and on one, at the GIL switch
+    interval the threaded scheduler runs at, noting in the worker threads when each task ran:
+
+    - ``contention``: mean task time on ``workers`` threads / on one (median over rounds; at least 1);
+    - ``latency``: mean gap from a task's last input stopping to the task starting, on
+      ``workers`` threads (median over rounds). The mean, not the median gap: a run pays
+      every hand-over on its critical path, and the gaps have a long tail.
+
+    This measures the scheduler on this machine, not a run of a plan.
+    """
+    import dask.threaded
+    from dask.task_spec import Task, TaskRef
+
+    ran: dict[str, tuple[float, float]] = {}
+    work = step if step is not None else _matmuls(0.002)
+
+    def task(name: str, steps: int, *inputs: object) -> int:
+        start = time.perf_counter()
+        for _ in range(steps):
+            work()
+        ran[name] = (start, time.perf_counter())
+        return 0
+
+    graph: dict[str, Task] = {}
+    upstream: dict[str, list[str]] = {}
+    last = [""] * workers
+    barrier = ""
+    made = 0
+    for i in range(intervals):
+        for lane in range(workers):
+            for j in range(per_interval):
+                name = f"lane-{lane}-{i}-{j}"
+                steps = int((made + 1) * steps_per_task) - int(made * steps_per_task)
+                made += 1
+                upstream[name] = [u for u in (last[lane], barrier if j == 0 else "") if u]
+                graph[name] = Task(name, task, name, steps, *(TaskRef(u) for u in upstream[name]))
+                last[lane] = name
+        barrier = f"sync-{i}"
+        upstream[barrier] = list(last)
+        graph[barrier] = Task(barrier, task, barrier, 0, *(TaskRef(u) for u in last))
+    work()  # warm-up: first-call costs are neither contention nor hand-overs
+    stretch: list[float] = []
+    gaps: list[float] = []
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(switch_interval)
+    try:
+        for _ in range(rounds):
+            mean_task = {}
+            for threads in (1, workers):
+                ran.clear()
+                dask.threaded.get(graph, [barrier], num_workers=threads)
+                mean_task[threads] = statistics.fmean(b - a for t, (a, b) in ran.items() if t.startswith("lane"))
+            gaps.append(statistics.fmean(ran[t][0] - max(ran[u][1] for u in ups) for t, ups in upstream.items() if ups))
+            stretch.append(mean_task[workers] / mean_task[1])
+    finally:
+        sys.setswitchinterval(old)
+    return replace(base or CostModel(), contention=max(statistics.median(stretch), 1.0),
+                   latency=max(statistics.median(gaps), 0.0))
+
+
+def lane_shape(ops: nx.DiGraph, tasks: nx.DiGraph, workers: int) -> dict[str, float]:
+    """The granularity of a window's chain tasks, as :func:`measure_threaded` takes it.
+
+    ``ops`` is the window's op graph and ``tasks`` its fused task graph (``plan.graph(w,
+    workers=W)`` and ``plan.task_graph(w, workers=W)``). Returns ``steps_per_task`` (the mean
+    number of training steps in a chain task), ``per_interval`` (chain tasks per worker
+    between two syncs, rounded up) and ``intervals`` (syncs in the window, at least 1).
+    """
+    steps = []
+    for _, d in tasks.nodes(data=True):
+        chain_steps = {ops.nodes[o]["step"] for o in d.get("ops", ()) if ops.nodes[o].get("chain") is not None
+                       and ops.nodes[o].get("step") is not None}
+        if chain_steps:
+            steps.append(len(chain_steps))
+    if not steps:
+        raise ValueError("this task graph has no chain tasks (Sync has none): there are no lanes to measure")
+    syncs = max(sum(1 for _, d in tasks.nodes(data=True) if any(ops.nodes[o]["kind"] == "sync" for o in d.get("ops", ()))), 1)
+    return {"steps_per_task": statistics.fmean(steps), "per_interval": -(-len(steps) // (syncs * workers)),
+            "intervals": syncs}
+
+
+def _matmuls(seconds: float) -> Callable[[], None]:
+    """About ``seconds`` of float32 matmuls of a batch-128 layer's shape (BLAS, which releases the GIL)."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    x, a = rng.standard_normal((128, 256), dtype=np.float32), rng.standard_normal((256, 256), dtype=np.float32)
+    begin = time.perf_counter()
+    for _ in range(50):
+        np.dot(x, a)
+    repeats = max(int(seconds / ((time.perf_counter() - begin) / 50)), 1)
+
+    def matmuls() -> None:
+        for _ in range(repeats):
+            np.dot(x, a)
+
+    return matmuls
+
+
 def critical_seconds(tasks: nx.DiGraph, cost: CostModel, measured: dict[str, float] | None = None) -> float:
-    """The longest path through the task graph in seconds (cost model, or ``measured`` task times where given)."""
+    """The longest path through the task graph in seconds (cost model, or ``measured`` task times where given).
+
+    Each edge on the path adds the model's hand-over ``latency``.
+    """
     longest: dict[str, float] = {}
     for t in nx.topological_sort(tasks):
         own = (measured or {}).get(t, cost.seconds(tasks.nodes[t].get("cost", 0.0)))
-        longest[t] = own + max((longest[p] for p in tasks.predecessors(t)), default=0.0)
+        longest[t] = own + max((longest[p] + cost.latency for p in tasks.predecessors(t)), default=0.0)
     return max(longest.values(), default=0.0)
 
 
