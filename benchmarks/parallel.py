@@ -15,16 +15,18 @@ chunks from zarr inside the timed run.
 "formula" is the seed's predicted speed-up over Sync, ``T_seq / (T_seq / min(L, W) + syncs * t_sync)``
 with ``T_seq`` this round's Sync time and ``t_sync`` the run's measured sync gaps; "cost
 model" is ``plan.analyze(workers=W).predicted_seconds``, fixed before anything runs: "ideal"
-with the default CostModel (no contention, no hand-over, longest path first); "as run" with,
-on two workers, the contention and the mean hand-over latency that ``measure_threaded``
-measures on Dask's threaded scheduler running lanes of one training step of the model, shaped
-as each schedule's own lanes (steps per task, tasks per sync interval; ``lane_shape``), and
-ready tasks taken in arbitrary order, as Dask's local schedulers do. Those are
-micro-benchmarks, not these runs; Sync takes its contention from ``measure_contention`` on
-the step. One worker is the synchronous scheduler: no contention, no hand-over term. On 2
+with the default CostModel (no contention, no hand-over, longest path first); "as run" with
+what ``measure_threaded`` measures on Dask's threaded scheduler running lanes of one training
+step of the model, shaped as each schedule's own lanes (steps per task, tasks per sync
+interval; ``lane_shape``): the step's flops rate on one thread, and on two workers the
+contention and the mean hand-over latency; ready tasks go in arbitrary order, as Dask's local
+schedulers take them. Those are micro-benchmarks, not these runs; Sync takes its contention
+from ``measure_contention`` on the step. One worker is the synchronous scheduler: no
+contention, no hand-over term. On 2
 workers the chains run as 2 lanes (``pack_lanes``), so both orders predict about the same.
 "calibrated" is the as-run model with its flops/s and task overhead
-fitted (``calibrate``) to the same round's 1-worker run of the same schedule: it asks how
+fitted (``calibrate``) to the same round's 1-worker run of the same schedule, and its contention
+and hand-over measured again (``measure_threaded``) just before the 2-worker run: it asks how
 well the model predicts 2 workers from 1 on the machine as it is in that round (these
 shared 2-core machines drift by 2x over an hour, which a fixed flops/s cannot follow).
 """
@@ -73,20 +75,26 @@ def main() -> None:
              for k in args.intervals.split(",") for workers in (1, 2)]
     runs = [(s, w) for s, w in runs if not isinstance(s, dt.LayerLocal) or s.data in args.modes.split(",")]
     plans = {s: dt.compile(model, data, s, **kw) for s, _ in runs}
-    with threadpool_limits(limits=1, user_api="blas"):
-        step = training_step(model, arrays, kw["batch_size"], kw["lr"])
-        # Sync's tasks on two threads: the step's contention, and the hand-over of 2-step tasks.
-        threaded = {dt.Sync(): replace(measure_threaded(step), contention=measure_contention(step))}
-        for s in plans:  # each LayerLocal's own lanes: its steps per task and tasks per interval, about 400 steps
-            if isinstance(s, dt.LayerLocal):
-                shape = lane_shape(plans[s].graph(0, workers=2), plans[s].task_graph(0, workers=2), 2)
-                steps = shape["steps_per_task"] * shape["per_interval"] * 2
-                threaded[s] = measure_threaded(step, steps_per_task=shape["steps_per_task"],
-                                               per_interval=int(shape["per_interval"]), intervals=max(round(400 / steps), 4))
+    step = training_step(model, arrays, kw["batch_size"], kw["lr"])
+    train_tasks = sync.task_graph(0).nodes(data=True)
+    step_flops = sum(d["cost"] for t, d in train_tasks if t.startswith("train")) / sync.windows[0].n_steps
+
+    def measure_lanes(s: dt.Schedule) -> CostModel:
+        """Contention and hand-over of two threads on ``s``'s lanes of the model's step (Sync: the step's contention)."""
+        with threadpool_limits(limits=1, user_api="blas"):
+            if not isinstance(s, dt.LayerLocal):
+                return replace(measure_threaded(step, step_flops=step_flops), contention=measure_contention(step))
+            shape = lane_shape(plans[s].graph(0, workers=2), plans[s].task_graph(0, workers=2), 2)
+            steps = shape["steps_per_task"] * shape["per_interval"] * 2  # per interval: about 400 steps in all
+            return measure_threaded(step, steps_per_task=shape["steps_per_task"], per_interval=int(shape["per_interval"]),
+                                    intervals=max(round(400 / steps), 4), step_flops=step_flops)
+
+    threaded = {s: measure_lanes(s) for s in plans}
 
     def as_run(s: dt.Schedule, workers: int) -> CostModel:
         """The as-run model of ``s`` on ``workers``: one worker is the synchronous scheduler (nothing beside it)."""
-        return replace(threaded[s], ready_order="arbitrary") if workers > 1 else CostModel(ready_order="arbitrary")
+        lanes = replace(threaded[s], ready_order="arbitrary")
+        return lanes if workers > 1 else replace(lanes, contention=1.0, latency=0.0)
 
     predicted = {(s, w): plans[s].analyze(workers=w).predicted_seconds for s, w in runs}
     predicted[(dt.Sync(), 1)] = sync.analyze(workers=1).predicted_seconds
@@ -120,13 +128,16 @@ def main() -> None:
         rows[(dt.Sync(), 1)].append((t_seq, t_loop / t_seq, 1.0, 1.0, float("nan"), float("nan")))
         fitted: dict[dt.Schedule, CostModel] = {}
         for s, workers in runs:
+            lanes_now = measure_lanes(s) if workers > 1 and isinstance(s, dt.LayerLocal) else threaded[s]
             result = run(plans[s], workers)
             if workers == 1:  # the same round's one-worker run of this schedule calibrates the model
                 fit = calibrate(plans[s].task_graph(0), result.tasks)
                 fitted[s] = CostModel(flops_per_second=fit.flops_per_second, overhead=fit.overhead)
             calibrated = float("nan")
             if s in fitted:
-                cost = replace(as_run(s, workers), flops_per_second=fitted[s].flops_per_second, overhead=fitted[s].overhead)
+                cost = replace(fitted[s], ready_order="arbitrary")
+                if workers > 1:  # and the lanes' contention and hand-over measured just before this run
+                    cost = replace(cost, contention=lanes_now.contention, latency=lanes_now.latency)
                 calibrated = plans[s].analyze(workers=workers, cost=cost).predicted_seconds
             gaps = sync_gaps(result.tasks)
             syncs = sum(1 for r in result.tasks if r.prefix == "sync")
@@ -139,7 +150,8 @@ def main() -> None:
     print(f"numpy loop (1 core): median {samples / statistics.median(loop):,.0f} samples/s; "
           "the threaded scheduler on two workers (measure_threaded, lanes of one training step):\n")
     for s, cost in threaded.items():
-        print(f"- {s}: contention {cost.contention:.3f}, hand-over {cost.latency * 1e6:.0f} us")
+        print(f"- {s}: {cost.flops_per_second / 1e9:.1f} GFLOP/s on one thread, contention {cost.contention:.3f}, "
+              f"hand-over {cost.latency * 1e6:.0f} us")
     print()
     print("| schedule | workers | median samples/s | speed-up over numpy loop | over Sync, 1 worker | "
           "seed's formula | cost model (ideal) s | measured / ideal | cost model (as run) s | measured / as run | "

@@ -123,6 +123,8 @@ def test_measure_threaded_sees_the_scheduler_hand_over_and_the_gil() -> None:
     assert sleeping.flops_per_second == 1e9 and sleeping.ready_order == "arbitrary"  # the rest of base is kept
     assert 1.0 <= sleeping.contention < 1.3
     assert 0.0 < sleeping.latency < 0.01  # a hand-over goes through the scheduler's thread: more than nothing, well under 10 ms
+    rated = measure_threaded(lambda: time.sleep(0.002), steps_per_task=1.5, intervals=10, step_flops=1e6)
+    assert 2e8 < rated.flops_per_second <= 5e8  # 1 MFLOP in (a little over) 2 ms on one thread
     assert measure_threaded(holds_gil, steps_per_task=10, intervals=5).contention > 1.4  # ~10 switch intervals a task: 1.6-1.8
 
 

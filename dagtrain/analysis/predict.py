@@ -183,8 +183,8 @@ def measure_contention(step: Callable[[], object], *, seconds: float = 1.0, roun
 
 def measure_threaded(step: Callable[[], object] | None = None, *, workers: int = 2, steps_per_task: float = 2,
                      per_interval: int = 2, intervals: int = 40, rounds: int = 3, switch_interval: float = 0.001,
-                     base: CostModel | None = None) -> CostModel:
-    """``base`` with the ``contention`` and ``latency`` Dask's threaded scheduler shows on lanes of ``step``, measured here.
+                     step_flops: float | None = None, base: CostModel | None = None) -> CostModel:
+    """``base`` with the contention and hand-over latency (and the flops rate) of lanes of ``step`` on Dask's threaded scheduler.
 
     Builds the shape LayerLocal's lanes take on a local scheduler: ``workers`` lanes of
     tasks, ``per_interval`` tasks per lane between barrier tasks (the syncs), ``intervals``
@@ -192,14 +192,16 @@ def measure_threaded(step: Callable[[], object] | None = None, *, workers: int =
     so that the mean comes out right). Pass one training step of the model with BLAS pinned
     as the run will pin it, and the plan's own granularity: each hand-over runs Python in
     the scheduler's thread, which stalls the busy lanes at their next GIL request, so
-    small tasks stretch more (measured, batch-128 MLP step: 8-10% at 2 steps per task, 3% at
-    20). Runs the graph ``rounds`` times on ``workers`` threads and on one, at the GIL switch
+    small tasks stretch more (measured, 784-256x3-10 at batch 128: 4-11% at 2.5 steps per
+    task, 1-5% at 25). Runs the graph ``rounds`` times on ``workers`` threads and on one, at the GIL switch
     interval the threaded scheduler runs at, noting in the worker threads when each task ran:
 
     - ``contention``: mean task time on ``workers`` threads / on one (median over rounds; at least 1);
     - ``latency``: mean gap from a task's last input stopping to the task starting, on
       ``workers`` threads (median over rounds). The mean, not the median gap: a run pays
-      every hand-over on its critical path, and the gaps have a long tail.
+      every hand-over on its critical path, and the gaps have a long tail;
+    - ``flops_per_second``, if ``step_flops`` (the flops of one ``step``) is given: the rate
+      the steps sustain on one thread in that graph (median over rounds). Otherwise ``base``'s.
 
     This measures the scheduler on this machine, not a run of a plan.
     """
@@ -220,13 +222,14 @@ def measure_threaded(step: Callable[[], object] | None = None, *, workers: int =
     upstream: dict[str, list[str]] = {}
     last = [""] * workers
     barrier = ""
-    made = 0
+    made = made_steps = 0
     for i in range(intervals):
         for lane in range(workers):
             for j in range(per_interval):
                 name = f"lane-{lane}-{i}-{j}"
                 steps = int((made + 1) * steps_per_task) - int(made * steps_per_task)
                 made += 1
+                made_steps += steps
                 upstream[name] = [u for u in (last[lane], barrier if j == 0 else "") if u]
                 graph[name] = Task(name, task, name, steps, *(TaskRef(u) for u in upstream[name]))
                 last[lane] = name
@@ -236,6 +239,8 @@ def measure_threaded(step: Callable[[], object] | None = None, *, workers: int =
     work()  # warm-up: first-call costs are neither contention nor hand-overs
     stretch: list[float] = []
     gaps: list[float] = []
+    rates: list[float] = []
+    lane_tasks = sum(1 for name in graph if name.startswith("lane"))
     old = sys.getswitchinterval()
     sys.setswitchinterval(switch_interval)
     try:
@@ -247,10 +252,12 @@ def measure_threaded(step: Callable[[], object] | None = None, *, workers: int =
                 mean_task[threads] = statistics.fmean(b - a for t, (a, b) in ran.items() if t.startswith("lane"))
             gaps.append(statistics.fmean(ran[t][0] - max(ran[u][1] for u in ups) for t, ups in upstream.items() if ups))
             stretch.append(mean_task[workers] / mean_task[1])
+            if step_flops is not None:
+                rates.append(step_flops * made_steps / (mean_task[1] * lane_tasks))
     finally:
         sys.setswitchinterval(old)
-    return replace(base or CostModel(), contention=max(statistics.median(stretch), 1.0),
-                   latency=max(statistics.median(gaps), 0.0))
+    out = replace(base or CostModel(), contention=max(statistics.median(stretch), 1.0), latency=max(statistics.median(gaps), 0.0))
+    return replace(out, flops_per_second=statistics.median(rates)) if rates else out
 
 
 def lane_shape(ops: nx.DiGraph, tasks: nx.DiGraph, workers: int) -> dict[str, float]:
