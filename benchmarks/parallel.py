@@ -10,7 +10,8 @@ thread each). Each figure is a median over rounds; each ratio is taken within a 
 against that round's numpy loop and that round's Sync on one worker. ``--data warm`` (the
 default): dagtrain's runs find the training split in memory, as the loop has its arrays
 and as every epoch after a process's first does; ``--data cold``: every run reads its
-chunks from zarr inside the timed run.
+chunks from zarr inside the timed run. Each round also times the one-core float32 peak
+(2048^3 matmul, 1 BLAS thread), and the last column divides the chain tasks' GFLOP/s by it.
 
 "formula" is the seed's predicted speed-up over Sync, ``T_seq / (T_seq / min(L, W) + syncs * t_sync)``
 with ``T_seq`` this round's Sync time and ``t_sync`` the run's measured sync gaps; "cost
@@ -46,6 +47,7 @@ from threadpoolctl import threadpool_limits
 
 import dagtrain as dt
 from benchmarks.common import add_data_option, before_run, machine_line
+from benchmarks.kernels import gflops
 from dagtrain.analysis.predict import CostModel, calibrate, lane_shape, measure_contention, measure_threaded
 from dagtrain.data.atomic import atomic_write
 from dagtrain.execute.ops import evaluate
@@ -53,7 +55,8 @@ from dagtrain.experiments.sweep import sync_gaps
 from dagtrain.model.functional import dense_backward, loss_and_grad, sgd_update
 from dagtrain.reference import forward_all, train_reference
 
-Row = tuple[float, float, float, float, float, float]  # wall s; speed-ups: loop, Sync-1, formula; GFLOP/s; / calibrated
+Row = tuple[float, float, float, float, float, float, float]  # wall s; speed-ups: loop, Sync-1, formula; GFLOP/s;
+# / calibrated; chain GFLOP/s / the round's one-core peak
 
 
 def main() -> None:
@@ -102,6 +105,7 @@ def main() -> None:
     predicted_as_run[(dt.Sync(), 1)] = predicted[(dt.Sync(), 1)]
     rows: dict[tuple[dt.Schedule, int], list[Row]] = {(dt.Sync(), 1): [], **{r: [] for r in runs}}
     loop: list[float] = []
+    peaks: list[float] = []
 
     def numpy_loop() -> float:
         t = time.perf_counter()
@@ -125,7 +129,10 @@ def main() -> None:
         t_loop = numpy_loop()
         t_seq = run(sync, 1).wall_time
         loop.append(t_loop)
-        rows[(dt.Sync(), 1)].append((t_seq, t_loop / t_seq, 1.0, 1.0, float("nan"), float("nan")))
+        rows[(dt.Sync(), 1)].append((t_seq, t_loop / t_seq, 1.0, 1.0, float("nan"), float("nan"), float("nan")))
+        with threadpool_limits(limits=1, user_api="blas"):
+            peak = statistics.median(gflops(2048, 2048, 2048, 3))  # this round's one-core ceiling
+        peaks.append(peak)
         fitted: dict[dt.Schedule, CostModel] = {}
         for s, workers in runs:
             lanes_now = measure_lanes(s) if workers > 1 and isinstance(s, dt.LayerLocal) else threaded[s]
@@ -144,9 +151,12 @@ def main() -> None:
             chains = model.n_layers if isinstance(s, dt.LayerLocal) else 1
             formula = t_seq / min(chains, workers) + syncs * (statistics.mean(gaps) if gaps else 0.0)
             rows[(s, workers)].append((result.wall_time, t_loop / result.wall_time, t_seq / result.wall_time, t_seq / formula,
-                                       chain_gflops(plans[s], result), result.wall_time / calibrated))
+                                       chain_gflops(plans[s], result), result.wall_time / calibrated,
+                                       chain_gflops(plans[s], result) / peak))
     samples = data.size("train")
     print(f"# Parallel speed-up, {args.rounds} rounds, data {args.data}\n\n{machine_line()}\n")
+    print(f"one-core float32 peak (2048^3, measured in each round): median {statistics.median(peaks):.1f} GFLOP/s "
+          f"({min(peaks):.1f}-{max(peaks):.1f})")
     print(f"numpy loop (1 core): median {samples / statistics.median(loop):,.0f} samples/s; "
           "the threaded scheduler on two workers (measure_threaded, lanes of one training step):\n")
     for s, cost in threaded.items():
@@ -155,8 +165,8 @@ def main() -> None:
     print()
     print("| schedule | workers | median samples/s | speed-up over numpy loop | over Sync, 1 worker | "
           "seed's formula | cost model (ideal) s | measured / ideal | cost model (as run) s | measured / as run | "
-          "measured / calibrated | chain GFLOP/s per worker |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+          "measured / calibrated | chain GFLOP/s per worker | of the round's one-core peak |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     medians: dict[str, float] = {"numpy loop, 1": samples / statistics.median(loop)}
     for (s, workers), values in rows.items():
         wall = statistics.median(v[0] for v in values)
@@ -166,7 +176,8 @@ def main() -> None:
               f"{predicted[(s, workers)]:.3f} | {wall / predicted[(s, workers)]:.2f} | "
               f"{predicted_as_run[(s, workers)]:.3f} | {wall / predicted_as_run[(s, workers)]:.2f} | "
               f"{statistics.median(v[5] for v in values):.2f} | "
-              f"{statistics.median(v[4] for v in values):.1f} |".replace("nan", "-"), flush=True)
+              f"{statistics.median(v[4] for v in values):.1f} | {100 * statistics.median(v[6] for v in values):.0f}% |"
+              .replace("nan%", "-").replace("nan", "-"), flush=True)
     if args.plot is not None:
         plot(medians, args.plot)
         print(f"\nplot: {args.plot}")
