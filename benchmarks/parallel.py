@@ -17,12 +17,12 @@ chunks from zarr inside the timed run. Each round also times the one-core float3
 with ``T_seq`` this round's Sync time and ``t_sync`` the run's measured sync gaps; "cost
 model" is ``plan.analyze(workers=W).predicted_seconds``, fixed before anything runs: "ideal"
 with the default CostModel (no contention, no hand-over, longest path first); "as run" with
-what ``measure_threaded`` measures on Dask's threaded scheduler running lanes of one training
-step of the model, shaped as each schedule's own lanes (steps per task, tasks per sync
-interval; ``lane_shape``): the step's flops rate on one thread, and on two workers the
-contention and the mean hand-over latency; ready tasks go in arbitrary order, as Dask's local
-schedulers take them. Those are micro-benchmarks, not these runs; Sync takes its contention
-from ``measure_contention`` on the step. One worker is the synchronous scheduler: no
+``plan.measure_cost(workers=2)``: what ``measure_threaded`` measures on Dask's threaded
+scheduler running lanes of one training step of the model, shaped as each schedule's own
+lanes (steps per task, tasks per sync interval; ``lane_shape``): the step's flops rate on one
+thread, and on two workers the contention and the mean hand-over latency; ready tasks go in
+arbitrary order, as Dask's local schedulers take them. Those are micro-benchmarks, not these
+runs; Sync takes its contention from ``measure_contention`` on the step. One worker is the synchronous scheduler: no
 contention, no hand-over term. On 2
 workers the chains run as 2 lanes (``pack_lanes``), so both orders predict about the same.
 "calibrated" is the as-run model with its flops/s and task overhead
@@ -38,7 +38,6 @@ import argparse
 import io
 import statistics
 import time
-from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -48,12 +47,11 @@ from threadpoolctl import threadpool_limits
 import dagtrain as dt
 from benchmarks.common import add_data_option, before_run, machine_line
 from benchmarks.kernels import gflops
-from dagtrain.analysis.predict import CostModel, calibrate, lane_shape, measure_contention, measure_threaded
+from dagtrain.analysis.predict import CostModel, calibrate
 from dagtrain.data.atomic import atomic_write
 from dagtrain.execute.ops import evaluate
 from dagtrain.experiments.sweep import sync_gaps
-from dagtrain.model.functional import dense_backward, loss_and_grad, sgd_update
-from dagtrain.reference import forward_all, train_reference
+from dagtrain.reference import train_reference
 
 Row = tuple[float, float, float, float, float, float, float]  # wall s; speed-ups: loop, Sync-1, formula; GFLOP/s;
 # / calibrated; chain GFLOP/s / the round's one-core peak
@@ -78,19 +76,9 @@ def main() -> None:
              for k in args.intervals.split(",") for workers in (1, 2)]
     runs = [(s, w) for s, w in runs if not isinstance(s, dt.LayerLocal) or s.data in args.modes.split(",")]
     plans = {s: dt.compile(model, data, s, **kw) for s, _ in runs}
-    step = training_step(model, arrays, kw["batch_size"], kw["lr"])
-    train_tasks = sync.task_graph(0).nodes(data=True)
-    step_flops = sum(d["cost"] for t, d in train_tasks if t.startswith("train")) / sync.windows[0].n_steps
-
     def measure_lanes(s: dt.Schedule) -> CostModel:
-        """Contention and hand-over of two threads on ``s``'s lanes of the model's step (Sync: the step's contention)."""
-        with threadpool_limits(limits=1, user_api="blas"):
-            if not isinstance(s, dt.LayerLocal):
-                return replace(measure_threaded(step, step_flops=step_flops), contention=measure_contention(step))
-            shape = lane_shape(plans[s].graph(0, workers=2), plans[s].task_graph(0, workers=2), 2)
-            steps = shape["steps_per_task"] * shape["per_interval"] * 2  # per interval: about 400 steps in all
-            return measure_threaded(step, steps_per_task=shape["steps_per_task"], per_interval=int(shape["per_interval"]),
-                                    intervals=max(round(400 / steps), 4), step_flops=step_flops)
+        """Flops rate, contention and hand-over of two threads on ``s``'s lanes of the model's step (``measure_cost``)."""
+        return plans[s].measure_cost(workers=2)
 
     threaded = {s: measure_lanes(s) for s in plans}
 
@@ -181,24 +169,6 @@ def main() -> None:
     if args.plot is not None:
         plot(medians, args.plot)
         print(f"\nplot: {args.plot}")
-
-
-def training_step(model: dt.MLP, arrays: tuple[Any, Any], batch_size: int, lr: float) -> Callable[[], None]:
-    """One SGD step of ``model`` on a fixed batch, on its own copy of the weights (for measure_contention)."""
-    x, y = arrays[0][:batch_size], arrays[1][:batch_size]
-    acts = [model.layer_activation(j) for j in range(1, model.n_layers + 1)]
-    initial = model.init_params()
-
-    def step() -> None:
-        params = list(initial)
-        logits, caches = forward_all(params, acts, x)
-        _, grad = loss_and_grad(logits, y, model.loss)
-        for i in range(model.n_layers - 1, -1, -1):
-            grads, grad_in = dense_backward(params[i], caches[i], grad, acts[i], need_input_grad=i > 0)
-            grad = grad_in if grad_in is not None else grad
-            params[i], _ = sgd_update(params[i], None, grads, lr, 0.0)
-
-    return step
 
 
 def plot(medians: dict[str, float], path: Path) -> None:

@@ -21,8 +21,11 @@ from dagtrain.analysis.explain import explain
 from dagtrain.analysis.predict import (
     CostModel,
     critical_seconds,
+    lane_shape,
     list_schedule,
     makespan,
+    measure_contention,
+    measure_threaded,
     measured_durations,
     predicted_makespan,
 )
@@ -131,6 +134,47 @@ class Plan:
         widths = [len(gen) for gen in nx.topological_generations(self.graph(0))]
         return Analysis(str(self.schedule), workers, stats.work, stats.span, widths, predicted, formula, t_sync, syncs,
                         len(self.windows), result is not None, span_seconds)
+
+    def measure_cost(self, workers: int = 2, *, rounds: int = 3) -> CostModel:
+        """A cost model of this plan on Dask's threaded scheduler with ``workers`` threads, measured on this machine now.
+
+        Times the model's own training step (one batch of the training split, BLAS on one
+        thread) in a synthetic Dask graph shaped like this plan's lanes (``lane_shape``; a
+        schedule without independent chains, such as Sync, gets two-step tasks):
+        the step's flops rate on one thread, the contention of ``workers`` threads (for Sync,
+        of two threads running the step freely) and the scheduler's mean hand-over latency;
+        ready tasks go in arbitrary order, as Dask's local schedulers take them. One worker
+        is the synchronous scheduler: no contention, no hand-over. Nothing of a run is used:
+        ``plan.analyze(workers=2, cost=plan.measure_cost())`` predicts before training. It
+        takes a few seconds (``rounds`` repeats, median). See
+        :func:`dagtrain.analysis.predict.measure_threaded`.
+        """
+        from threadpoolctl import threadpool_limits
+
+        from dagtrain.reference import training_step
+
+        _positive_int("workers", workers, "2")
+        _positive_int("rounds", rounds, "3")
+        data, batch = self.dataset, self.config.batch_size
+        x, y = data.read_chunks("train", range(min(-(-batch // data.chunk_size), data.n_chunks("train"))))
+        step = training_step(self.model, x[:batch], y[:batch], self.config.lr)
+        sync = replace(self, schedule=Sync(), _programs={})
+        step_flops = sum(d["cost"] for t, d in sync.task_graph(0).nodes(data=True) if t.startswith("train"))
+        step_flops /= sync.windows[0].n_steps
+        with threadpool_limits(limits=1, user_api="blas"):
+            if self.graph(0).graph.get("chains_independent") and workers > 1:
+                shape = lane_shape(self.graph(0, workers=workers), self.task_graph(0, workers=workers), workers)
+                per_interval = int(shape["per_interval"])
+                steps = shape["steps_per_task"] * per_interval * workers  # per interval; about 400 steps in all
+                cost = measure_threaded(step, workers=workers, steps_per_task=shape["steps_per_task"],
+                                        per_interval=per_interval, intervals=max(round(400 / steps), 4), rounds=rounds,
+                                        step_flops=step_flops)
+            else:
+                cost = measure_threaded(step, workers=workers, rounds=rounds, step_flops=step_flops)
+                cost = replace(cost, contention=measure_contention(step, rounds=rounds) if workers > 1 else 1.0)
+        if workers == 1:
+            cost = replace(cost, contention=1.0, latency=0.0)
+        return replace(cost, ready_order="arbitrary")
 
     def _predict(self, workers: int, cost: CostModel, result: TrainResult | None) -> tuple[float, float]:
         """(predicted wall time, critical path in seconds) of the whole run, one window shape scheduled at a time."""

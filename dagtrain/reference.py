@@ -83,15 +83,39 @@ def _loop(model: MLP, data: Dataset, batch_size: int, epochs: int, lr: float, mo
             if max_steps is not None and step >= max_steps:
                 return params
             idx = order[b * batch_size : (b + 1) * batch_size]
-            logits, caches = forward_all(params, acts, x_all[idx])
-            _, grad = loss_and_grad(logits, y_all[idx], model.loss)
-            for i in range(model.n_layers - 1, -1, -1):
-                grads, grad_in = dense_backward(params[i], caches[i], grad, acts[i], need_input_grad=i > 0)
-                if grad_in is not None:
-                    grad = grad_in
-                params[i], velocity[i] = sgd_update(params[i], velocity[i], grads, lr, momentum)
+            sgd_step(model, params, velocity, acts, x_all[idx], y_all[idx], lr, momentum)
             step += 1
     return params
+
+
+def sgd_step(model: MLP, params: list[Params], velocity: list[Params | None], activations: Sequence[str],
+             x: np.ndarray, y: np.ndarray, lr: float, momentum: float) -> None:
+    """One step of minibatch SGD on ``(x, y)``: forward, loss, backward and update, layer by layer (in place in the lists)."""
+    logits, caches = forward_all(params, activations, x)
+    _, grad = loss_and_grad(logits, y, model.loss)
+    for i in range(model.n_layers - 1, -1, -1):
+        grads, grad_in = dense_backward(params[i], caches[i], grad, activations[i], need_input_grad=i > 0)
+        if grad_in is not None:
+            grad = grad_in
+        params[i], velocity[i] = sgd_update(params[i], velocity[i], grads, lr, momentum)
+
+
+def training_step(model: MLP, x: np.ndarray, y: np.ndarray, lr: float = 0.05) -> Callable[[], list[Params]]:
+    """A callable that runs one SGD step of ``model`` on the batch ``(x, y)`` from the initial weights and returns the new ones.
+
+    Nothing accumulates between calls, so it can be timed over and over, and in several
+    threads at once: the work :func:`dagtrain.analysis.predict.measure_threaded` and
+    :func:`~dagtrain.analysis.predict.measure_contention` time.
+    """
+    initial = model.init_params()
+    acts = [model.layer_activation(layer) for layer in range(1, model.n_layers + 1)]
+
+    def step() -> list[Params]:
+        params = list(initial)
+        sgd_step(model, params, [None] * model.n_layers, acts, x, y, lr, 0.0)
+        return params
+
+    return step
 
 
 def train_reference_layerlocal(

@@ -144,6 +144,46 @@ def test_lane_shape_reads_the_granularity_of_a_window(blobs: dt.Dataset) -> None
         lane_shape(sync.graph(0), sync.task_graph(0), 2)
 
 
+def test_measure_cost_times_the_plan_s_own_step_on_its_lane_shape(blobs: dt.Dataset) -> None:
+    """A CostModel from micro-benchmarks alone (real Dask threads), usable before the plan ever runs."""
+    model = dt.MLP([12, 64, 64, 64, 3], seed=0)
+    plan = dt.compile(model, blobs, dt.LayerLocal(8, "sharded"), batch_size=32, epochs=1)
+    two = plan.measure_cost(workers=2, rounds=1)
+    assert two.ready_order == "arbitrary" and two.contention >= 1.0
+    assert 0.0 < two.latency < 0.05  # each hand-over goes through the scheduler's thread
+    assert 1e7 < two.flops_per_second < 1e13  # a real rate, measured on this machine, not the 60 GFLOP/s default
+    one = plan.measure_cost(workers=1, rounds=1)
+    assert (one.contention, one.latency) == (1.0, 0.0)  # the synchronous scheduler: nothing beside, no hand-over thread
+    assert plan.analyze(workers=2, cost=two).predicted_seconds > 0
+    assert dt.compile(model, blobs, batch_size=32, epochs=1).measure_cost(workers=2, rounds=1).latency > 0  # Sync: no lanes
+    with pytest.raises(dt.ConfigError, match="rounds = 0 must be a positive integer"):
+        plan.measure_cost(rounds=0)
+
+
+def test_training_step_repeats_one_step_of_the_reference_loop(blobs: dt.Dataset) -> None:
+    """sgd_step is the loop's step, bit for bit; training_step restarts from the initial weights every call."""
+    import numpy as np
+
+    from dagtrain.data.order import epoch_order
+    from dagtrain.reference import sgd_step, train_reference, training_step
+
+    model = dt.MLP([12, 16, 3], seed=0)
+    x, y = blobs.read_split("train")
+    idx = epoch_order(len(y), blobs.chunk_size, model.seed, 0)[:32]
+    params, velocity = model.init_params(), [None, None]
+    acts = [model.layer_activation(j) for j in (1, 2)]
+    sgd_step(model, params, velocity, acts, x[idx], y[idx], 0.05, 0.0)
+    loop = train_reference(model, blobs, batch_size=32, max_steps=1)
+
+    def same(a: list[dt.Params], b: list[dt.Params]) -> bool:
+        return all(np.array_equal(p.W, q.W) and np.array_equal(p.b, q.b) for p, q in zip(a, b, strict=True))
+
+    assert same(params, loop)
+    step = training_step(model, x[idx], y[idx], lr=0.05)
+    first, second = step(), step()
+    assert same(first, loop) and same(second, loop)  # the second call did not start from the first's weights
+
+
 def test_evaluation_parts_cost_the_forward_pass_over_their_test_samples(blobs: dt.Dataset) -> None:
     """The cost model sees evaluation: each part costs the forward pass and loss over the samples it scores."""
     model = dt.MLP([12, 64, 3], seed=0)
