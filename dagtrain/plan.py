@@ -145,8 +145,10 @@ class Plan:
         of two threads running the step freely) and the scheduler's mean hand-over latency;
         ready tasks go in arbitrary order, as Dask's local schedulers take them. One worker
         is the synchronous scheduler: no contention, no hand-over. Nothing of a run is used:
-        ``plan.analyze(workers=2, cost=plan.measure_cost())`` predicts before training. It
-        takes a few seconds (``rounds`` repeats, median). See
+        ``plan.analyze(workers=2, cost=plan.measure_cost())`` predicts before training. Each
+        of the ``rounds`` (median taken) runs about 400 training steps (at least two sync
+        intervals' worth) on one thread and again on ``workers``: seconds for an MLP like
+        784-256x3-10 at batch 128. See
         :func:`dagtrain.analysis.predict.measure_threaded`.
         """
         from threadpoolctl import threadpool_limits
@@ -167,7 +169,7 @@ class Plan:
                 per_interval = int(shape["per_interval"])
                 steps = shape["steps_per_task"] * per_interval * workers  # per interval; about 400 steps in all
                 cost = measure_threaded(step, workers=workers, steps_per_task=shape["steps_per_task"],
-                                        per_interval=per_interval, intervals=max(round(400 / steps), 4), rounds=rounds,
+                                        per_interval=per_interval, intervals=max(round(400 / steps), 2), rounds=rounds,
                                         step_flops=step_flops)
             else:
                 cost = measure_threaded(step, workers=workers, rounds=rounds, step_flops=step_flops)
