@@ -139,10 +139,11 @@ class Plan:
         """A cost model of this plan on Dask's threaded scheduler with ``workers`` threads, measured on this machine now.
 
         Times the model's own training step (one batch of the training split, BLAS on one
-        thread) in a synthetic Dask graph shaped like this plan's lanes (``lane_shape``; a
-        schedule without independent chains, such as Sync, gets two-step tasks):
-        the step's flops rate on one thread, the contention of ``workers`` threads (for Sync,
-        of two threads running the step freely) and the scheduler's mean hand-over latency;
+        thread; with layer chains, as LayerLocal's, each chain's step in turn) in a synthetic
+        Dask graph shaped like this plan's lanes (``lane_shape``; a schedule without
+        independent chains, such as Sync, gets two-step tasks): the step's flops rate on one
+        thread, the contention of ``workers`` threads (for Sync, of two threads running the
+        step freely) and the scheduler's mean hand-over latency;
         ready tasks go in arbitrary order, as Dask's local schedulers take them. One worker
         is the synchronous scheduler: no contention, no hand-over. Nothing of a run is used:
         ``plan.analyze(workers=2, cost=plan.measure_cost())`` predicts before training. Each
@@ -159,10 +160,17 @@ class Plan:
         _positive_int("rounds", rounds, "3")
         data, batch = self.dataset, self.config.batch_size
         x, y = data.read_chunks("train", range(min(-(-batch // data.chunk_size), data.n_chunks("train"))))
-        step = training_step(self.model, x[:batch], y[:batch], self.config.lr)
-        sync = replace(self, schedule=Sync(), _programs={})
-        step_flops = sum(d["cost"] for t, d in sync.task_graph(0).nodes(data=True) if t.startswith("train"))
-        step_flops /= sync.windows[0].n_steps
+        ops = self.graph(0)
+        updates = [d for _, d in ops.nodes(data=True) if d["kind"] == "update" and d.get("chain") is not None]
+        if updates and all(d["layer"] == d["chain"] for d in updates):  # layer chains (LayerLocal): each trains its own layer
+            chain_steps = {(d["chain"], d["step"]) for d in updates}
+            step = training_step(self.model, x[:batch], y[:batch], self.config.lr, chains=range(1, self.model.n_layers + 1))
+            step_flops = sum(self.chain_costs(0).values()) / len(chain_steps)
+        else:  # a whole training step (Sync; LocalSGD's replicas)
+            step = training_step(self.model, x[:batch], y[:batch], self.config.lr)
+            sync = replace(self, schedule=Sync(), _programs={})
+            step_flops = sum(d["cost"] for t, d in sync.task_graph(0).nodes(data=True) if t.startswith("train"))
+            step_flops /= sync.windows[0].n_steps
         with threadpool_limits(limits=1, user_api="blas"):
             if self.graph(0).graph.get("chains_independent") and workers > 1:
                 shape = lane_shape(self.graph(0, workers=workers), self.task_graph(0, workers=workers), workers)

@@ -9,6 +9,7 @@ algorithm (copy the weights, let each layer train alone, merge every k steps).
 from __future__ import annotations
 
 import bisect
+import itertools
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -22,6 +23,7 @@ from dagtrain.model.functional import (
     average_params,
     dense_backward,
     dense_forward,
+    dense_input_grad,
     loss_and_grad,
     predict_params,
     sgd_update,
@@ -100,19 +102,46 @@ def sgd_step(model: MLP, params: list[Params], velocity: list[Params | None], ac
         params[i], velocity[i] = sgd_update(params[i], velocity[i], grads, lr, momentum)
 
 
-def training_step(model: MLP, x: np.ndarray, y: np.ndarray, lr: float = 0.05) -> Callable[[], list[Params]]:
+def chain_step(model: MLP, params: list[Params], layer: int, activations: Sequence[str], x: np.ndarray, y: np.ndarray,
+               lr: float) -> None:
+    """One step of LayerLocal's chain for ``layer`` (1-based): forward through every layer, back down to ``layer`` only.
+
+    The layers above pass the gradient down without a weight gradient of their own
+    (``dense_input_grad``), as the compiled chains compute it; only ``layer`` is updated
+    (plain SGD, in place in ``params``).
+    """
+    logits, caches = forward_all(params, activations, x)
+    _, grad = loss_and_grad(logits, y, model.loss)
+    for i in range(model.n_layers - 1, layer - 1, -1):
+        grad = dense_input_grad(params[i], caches[i], grad, activations[i])
+    grads, _ = dense_backward(params[layer - 1], caches[layer - 1], grad, activations[layer - 1], need_input_grad=False)
+    params[layer - 1], _ = sgd_update(params[layer - 1], None, grads, lr, 0.0)
+
+
+def training_step(model: MLP, x: np.ndarray, y: np.ndarray, lr: float = 0.05, *,
+                  chains: Sequence[int] | None = None) -> Callable[[], list[Params]]:
     """A callable that runs one SGD step of ``model`` on the batch ``(x, y)`` from the initial weights and returns the new ones.
 
-    Nothing accumulates between calls, so it can be timed over and over, and in several
-    threads at once: the work :func:`dagtrain.analysis.predict.measure_threaded` and
+    ``chains``: instead of a whole step, each call runs one LayerLocal chain step
+    (:func:`chain_step`) for the next layer in ``chains``, round robin: the work a plan's
+    chain tasks do, with its larger share of glue per flop. Nothing accumulates between
+    calls, so it can be timed over and over, and in several threads at once: the work
+    :func:`dagtrain.analysis.predict.measure_threaded` and
     :func:`~dagtrain.analysis.predict.measure_contention` time.
     """
+    if chains is not None and (not chains or any(c not in range(1, model.n_layers + 1) for c in chains)):
+        raise ValueError(f"chains = {list(chains)!r} must name layers 1..{model.n_layers} (LayerLocal's chain c trains layer c)")
     initial = model.init_params()
     acts = [model.layer_activation(layer) for layer in range(1, model.n_layers + 1)]
+    turn = itertools.cycle(chains or [0])
 
     def step() -> list[Params]:
         params = list(initial)
-        sgd_step(model, params, [None] * model.n_layers, acts, x, y, lr, 0.0)
+        layer = next(turn)
+        if layer:
+            chain_step(model, params, layer, acts, x, y, lr)
+        else:
+            sgd_step(model, params, [None] * model.n_layers, acts, x, y, lr, 0.0)
         return params
 
     return step

@@ -184,6 +184,27 @@ def test_training_step_repeats_one_step_of_the_reference_loop(blobs: dt.Dataset)
     assert same(first, loop) and same(second, loop)  # the second call did not start from the first's weights
 
 
+def test_chain_steps_are_layerlocal_s_steps_bit_for_bit(blobs: dt.Dataset) -> None:
+    """chain_step for layer c trains layer c as LayerLocal's chain c does (shared data: all chains take step 0)."""
+    import numpy as np
+
+    from dagtrain.data.order import epoch_order
+    from dagtrain.reference import train_reference_layerlocal, training_step
+
+    model = dt.MLP([12, 16, 16, 3], seed=0)
+    x, y = blobs.read_split("train")
+    idx = epoch_order(len(y), blobs.chunk_size, model.seed, 0)[:32]
+    after_one = train_reference_layerlocal(model, blobs, dt.LayerLocal(4, "shared"), batch_size=32, max_steps=1)
+    step = training_step(model, x[idx], y[idx], lr=0.05, chains=[1, 2, 3])
+    initial = model.init_params()
+    for layer in (1, 2, 3):  # round robin: each call is the next chain's step
+        trained = step()
+        assert np.array_equal(trained[layer - 1].W, after_one[layer - 1].W)
+        assert all(np.array_equal(trained[j].W, initial[j].W) for j in range(3) if j != layer - 1)  # the others stay
+    with pytest.raises(ValueError, match=r"chains = \[0\] must name layers 1\.\.3"):
+        training_step(model, x[idx], y[idx], chains=[0])
+
+
 def test_evaluation_parts_cost_the_forward_pass_over_their_test_samples(blobs: dt.Dataset) -> None:
     """The cost model sees evaluation: each part costs the forward pass and loss over the samples it scores."""
     model = dt.MLP([12, 64, 3], seed=0)
