@@ -18,18 +18,18 @@ with ``T_seq`` this round's Sync time and ``t_sync`` the run's measured sync gap
 model" is ``plan.analyze(workers=W).predicted_seconds``, fixed before anything runs: "ideal"
 with the default CostModel (no contention, no hand-over, longest path first); "as run" with
 ``plan.measure_cost(workers=2)``: what ``measure_threaded`` measures on Dask's threaded
-scheduler running lanes of one training step of the model, shaped as each schedule's own
-lanes (steps per task, tasks per sync interval; ``lane_shape``): the step's flops rate on one
-thread, and on two workers the contention and the mean hand-over latency; ready tasks go in
-arbitrary order, as Dask's local schedulers take them. Those are micro-benchmarks, not these
-runs; Sync takes its contention from ``measure_contention`` on the step. One worker is the synchronous scheduler: no
-contention, no hand-over term. On 2
-workers the chains run as 2 lanes (``pack_lanes``), so both orders predict about the same.
-"calibrated" is the as-run model with its flops/s and task overhead
-fitted (``calibrate``) to the same round's 1-worker run of the same schedule, and its contention
-and hand-over measured again (``measure_threaded``) just before the 2-worker run: it asks how
-well the model predicts 2 workers from 1 on the machine as it is in that round (these
-shared 2-core machines drift by 2x over an hour, which a fixed flops/s cannot follow).
+scheduler running lanes of the model's own steps, shaped as each schedule's lanes (steps per
+task, tasks per sync interval; ``lane_shape``): the step's flops rate on one thread, and on
+two workers the contention and the mean hand-over latency; ready tasks go in arbitrary
+order, as Dask's local schedulers take them. Those are micro-benchmarks, not these runs; Sync
+takes its contention from ``measure_contention`` on the step. One worker is the synchronous
+scheduler: no contention, no hand-over term. On 2 workers the chains run as 2 lanes
+(``pack_lanes``), so both orders predict about the same. "calibrated" is the as-run model
+with its flops/s and task overhead fitted (``calibrate``) to the same round's 1-worker run
+of the same schedule, and its contention and hand-over measured again just before the
+2-worker run: it asks how well the model predicts 2 workers from 1 on the machine as it is
+in that round (these shared 2-core machines drift by 2x over an hour, which a fixed flops/s
+cannot follow).
 """
 
 from __future__ import annotations
@@ -76,16 +76,11 @@ def main() -> None:
              for k in args.intervals.split(",") for workers in (1, 2)]
     runs = [(s, w) for s, w in runs if not isinstance(s, dt.LayerLocal) or s.data in args.modes.split(",")]
     plans = {s: dt.compile(model, data, s, **kw) for s, _ in runs}
-    def measure_lanes(s: dt.Schedule) -> CostModel:
-        """Flops rate, contention and hand-over of two threads on ``s``'s lanes of the model's step (``measure_cost``)."""
-        return plans[s].measure_cost(workers=2)
-
-    threaded = {s: measure_lanes(s) for s in plans}
+    threaded = {s: plans[s].measure_cost(workers=2) for s in plans}  # flops rate, contention, hand-over; before any run
 
     def as_run(s: dt.Schedule, workers: int) -> CostModel:
         """The as-run model of ``s`` on ``workers``: one worker is the synchronous scheduler (nothing beside it)."""
-        lanes = replace(threaded[s], ready_order="arbitrary")
-        return lanes if workers > 1 else replace(lanes, contention=1.0, latency=0.0)
+        return threaded[s] if workers > 1 else replace(threaded[s], contention=1.0, latency=0.0)
 
     predicted = {(s, w): plans[s].analyze(workers=w).predicted_seconds for s, w in runs}
     predicted[(dt.Sync(), 1)] = sync.analyze(workers=1).predicted_seconds
@@ -123,7 +118,7 @@ def main() -> None:
         peaks.append(peak)
         fitted: dict[dt.Schedule, CostModel] = {}
         for s, workers in runs:
-            lanes_now = measure_lanes(s) if workers > 1 and isinstance(s, dt.LayerLocal) else threaded[s]
+            lanes_now = plans[s].measure_cost(workers=2) if workers > 1 and isinstance(s, dt.LayerLocal) else threaded[s]
             result = run(plans[s], workers)
             if workers == 1:  # the same round's one-worker run of this schedule calibrates the model
                 fit = calibrate(plans[s].task_graph(0), result.tasks)
@@ -138,9 +133,9 @@ def main() -> None:
             syncs = sum(1 for r in result.tasks if r.prefix == "sync")
             chains = model.n_layers if isinstance(s, dt.LayerLocal) else 1
             formula = t_seq / min(chains, workers) + syncs * (statistics.mean(gaps) if gaps else 0.0)
+            rate = chain_gflops(plans[s], result)
             rows[(s, workers)].append((result.wall_time, t_loop / result.wall_time, t_seq / result.wall_time, t_seq / formula,
-                                       chain_gflops(plans[s], result), result.wall_time / calibrated,
-                                       chain_gflops(plans[s], result) / peak))
+                                       rate, result.wall_time / calibrated, rate / peak))
     samples = data.size("train")
     print(f"# Parallel speed-up, {args.rounds} rounds, data {args.data}\n\n{machine_line()}\n")
     print(f"one-core float32 peak (2048^3, measured in each round): median {statistics.median(peaks):.1f} GFLOP/s "

@@ -172,7 +172,7 @@ class Plan:
             step_flops = sum(d["cost"] for t, d in sync.task_graph(0).nodes(data=True) if t.startswith("train"))
             step_flops /= sync.windows[0].n_steps
         with threadpool_limits(limits=1, user_api="blas"):
-            if self.graph(0).graph.get("chains_independent") and workers > 1:
+            if ops.graph.get("chains_independent") and workers > 1:
                 shape = lane_shape(self.graph(0, workers=workers), self.task_graph(0, workers=workers), workers)
                 per_interval = int(shape["per_interval"])
                 steps = shape["steps_per_task"] * per_interval * workers  # per interval; about 400 steps in all
@@ -181,7 +181,8 @@ class Plan:
                                         step_flops=step_flops)
             else:
                 cost = measure_threaded(step, workers=workers, rounds=rounds, step_flops=step_flops)
-                cost = replace(cost, contention=measure_contention(step, rounds=rounds) if workers > 1 else 1.0)
+                if workers > 1:  # no lanes: two threads running the step freely
+                    cost = replace(cost, contention=measure_contention(step, rounds=rounds))
         if workers == 1:
             cost = replace(cost, contention=1.0, latency=0.0)
         return replace(cost, ready_order="arbitrary")
