@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -23,6 +24,11 @@ def test_inspect_graph_example() -> None:
     out = run("inspect_graph.py")
     assert "fwd:L2:s1 reads: [('params', 'upd:L2:s0', 'params'), ('x', 'fwd:L1:s1', 'out')]" in out
     assert "fwd:L1:s1 waits for upd:L2:s0? False" in out
+    times = re.search(r"ideal machine ([\d.]+) ms, measured cost model ([\d.]+) ms, ran ([\d.]+) ms", out)
+    assert times is not None, out
+    ideal, measured, ran = (float(v) for v in times.groups())
+    # A tiny model's tasks are mostly hand-overs and glue: the ideal machine is far too fast, the measured model is not.
+    assert 0 < ideal < measured and ran > 0
 
 
 @pytest.mark.mnist
