@@ -192,9 +192,10 @@ def measure_threaded(step: Callable[[], object] | None = None, *, workers: int =
     so that the mean comes out right). Pass one training step of the model with BLAS pinned
     as the run will pin it, and the plan's own granularity: each hand-over runs Python in
     the scheduler's thread, which stalls the busy lanes at their next GIL request, so
-    small tasks stretch more (measured, 784-256x3-10 at batch 128: 4-11% at 2.5 steps per
-    task, 1-5% at 25). Runs the graph ``rounds`` times on ``workers`` threads and on one, at the GIL switch
-    interval the threaded scheduler runs at, noting in the worker threads when each task ran:
+    small tasks stretch more (measured, 784-256x3-10 at batch 128: 6-17% at 2.5 steps per
+    task, 0-9% at 25, over eight or nine runs each). Runs the graph ``rounds`` times on
+    ``workers`` threads and on one, at the GIL switch interval the threaded scheduler runs
+    at, noting in the worker threads when each task ran:
 
     - ``contention``: mean task time on ``workers`` threads / on one (median over rounds; at least 1);
     - ``latency``: mean gap from a task's last input stopping to the task starting, on
