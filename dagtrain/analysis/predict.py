@@ -11,18 +11,21 @@ Three more terms describe what happens when workers run at once:
   the task starting. Each edge of a chain pays it, so it counts per dependency, not per
   flop: on LayerLocal at k=10 each sync interval pays three in a row (lane, sync, lane).
   Dask's threaded scheduler routes every hand-over through its own thread (a worker
-  reports, the scheduler thread wakes and hands the next task out), 0.1-0.3 ms on these
-  2-core machines; :func:`measure_threaded` measures it with a micro-benchmark.
-
+  reports, the scheduler thread wakes, takes the GIL and hands the next task out): a mean
+  of 0.2-0.5 ms with a long tail on these 2-core machines.
 - ``contention``: how much longer a task's math takes while another worker computes
-  (shared caches, memory bandwidth, the GIL around the BLAS calls). 1.0 is ideal;
-  :func:`measure_contention` measures it with a micro-benchmark of the model's own
-  training step in one and in two threads, not from the run it will predict.
+  (shared caches, memory bandwidth, the GIL around the BLAS calls, and the scheduler
+  thread's Python at each hand-over, which stalls the busy lanes). 1.0 is ideal.
 - ``ready_order``: which ready task a free worker takes. ``"longest_path"`` is the best
   list schedule (longest remaining path first). ``"arbitrary"`` is what Dask's local
   schedulers do with LayerLocal's chains: ``dask.order`` ranks the symmetric chains of a
   window in an order that depends on string hashing, so a long chain often starts last
   and one worker idles at the sync. The prediction is then the mean over random orders.
+
+:func:`measure_threaded` measures latency and contention, with the step's flops rate, on a synthetic Dask graph
+shaped like a plan's lanes (:func:`lane_shape`) with the model's own step as the work, not
+from the run it will predict; :meth:`dagtrain.Plan.measure_cost` does it for a plan.
+:func:`measure_contention` measures contention alone, two threads running a step freely.
 """
 
 from __future__ import annotations
