@@ -30,6 +30,7 @@ from the run it will predict; :meth:`dagtrain.Plan.measure_cost` does it for a p
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import random
 import re
@@ -186,14 +187,17 @@ def measure_contention(step: Callable[[], object], *, seconds: float = 1.0, roun
 
 def measure_threaded(step: Callable[[], object] | None = None, *, workers: int = 2, steps_per_task: float = 2,
                      per_interval: int = 2, intervals: int = 40, rounds: int = 3, switch_interval: float = 0.001,
-                     step_flops: float | None = None, base: CostModel | None = None) -> CostModel:
+                     step_flops: float | None = None, blas_threads: int | None = 1,
+                     base: CostModel | None = None) -> CostModel:
     """``base`` with the contention and hand-over latency (and the flops rate) of lanes of ``step`` on Dask's threaded scheduler.
 
     Builds the shape LayerLocal's lanes take on a local scheduler: ``workers`` lanes of
     tasks, ``per_interval`` tasks per lane between barrier tasks (the syncs), ``intervals``
     barriers, each task ``steps_per_task`` calls of ``step`` (a fraction: tasks alternate,
-    so that the mean comes out right). Pass one training step of the model with BLAS pinned
-    as the run will pin it, and the plan's own granularity: each hand-over runs Python in
+    so that the mean comes out right). BLAS is pinned to ``blas_threads`` per thread while it
+    measures, as a run pins it (1 by default; ``None`` leaves it as it is: two lanes of
+    two-thread BLAS on two cores contend 1.3-1.7x). Pass one training step of the model and
+    the plan's own granularity: each hand-over runs Python in
     the scheduler's thread, which stalls the busy lanes at their next GIL request, so
     small tasks stretch more (measured, 784-256x3-10 at batch 128: 6-17% at 2.5 steps per
     task, 0-9% at 25, over eight or nine runs each). Runs the graph ``rounds`` times on
@@ -211,57 +215,61 @@ def measure_threaded(step: Callable[[], object] | None = None, *, workers: int =
     """
     import dask.threaded
     from dask.task_spec import Task, TaskRef
+    from threadpoolctl import threadpool_limits
 
-    ran: dict[str, tuple[float, float]] = {}
-    work = step if step is not None else _matmuls(0.002)
+    pinned = threadpool_limits(limits=blas_threads, user_api="blas") if blas_threads else contextlib.nullcontext()
+    with pinned:
+        ran: dict[str, tuple[float, float]] = {}
+        work = step if step is not None else _matmuls(0.002)
 
-    def task(name: str, steps: int, *inputs: object) -> int:
-        start = time.perf_counter()
-        for _ in range(steps):
-            work()
-        ran[name] = (start, time.perf_counter())
-        return 0
+        def task(name: str, steps: int, *inputs: object) -> int:
+            start = time.perf_counter()
+            for _ in range(steps):
+                work()
+            ran[name] = (start, time.perf_counter())
+            return 0
 
-    graph: dict[str, Task] = {}
-    upstream: dict[str, list[str]] = {}
-    last = [""] * workers
-    barrier = ""
-    made = made_steps = 0
-    for i in range(intervals):
-        for lane in range(workers):
-            for j in range(per_interval):
-                name = f"lane-{lane}-{i}-{j}"
-                steps = int((made + 1) * steps_per_task) - int(made * steps_per_task)
-                made += 1
-                made_steps += steps
-                upstream[name] = [u for u in (last[lane], barrier if j == 0 else "") if u]
-                graph[name] = Task(name, task, name, steps, *(TaskRef(u) for u in upstream[name]))
-                last[lane] = name
-        barrier = f"sync-{i}"
-        upstream[barrier] = list(last)
-        graph[barrier] = Task(barrier, task, barrier, 0, *(TaskRef(u) for u in last))
-    work()  # warm-up: first-call costs are neither contention nor hand-overs
-    stretch: list[float] = []
-    gaps: list[float] = []
-    rates: list[float] = []
-    lane_tasks = sum(1 for name in graph if name.startswith("lane"))
-    old = sys.getswitchinterval()
-    sys.setswitchinterval(switch_interval)
-    try:
-        for _ in range(rounds):
-            mean_task = {}
-            for threads in (1, workers):
-                ran.clear()
-                dask.threaded.get(graph, [barrier], num_workers=threads)
-                mean_task[threads] = statistics.fmean(b - a for t, (a, b) in ran.items() if t.startswith("lane"))
-            gaps.append(statistics.fmean(ran[t][0] - max(ran[u][1] for u in ups) for t, ups in upstream.items() if ups))
-            stretch.append(mean_task[workers] / mean_task[1])
-            if step_flops is not None:
-                rates.append(step_flops * made_steps / (mean_task[1] * lane_tasks))
-    finally:
-        sys.setswitchinterval(old)
-    out = replace(base or CostModel(), contention=max(statistics.median(stretch), 1.0), latency=max(statistics.median(gaps), 0.0))
-    return replace(out, flops_per_second=statistics.median(rates)) if rates else out
+        graph: dict[str, Task] = {}
+        upstream: dict[str, list[str]] = {}
+        last = [""] * workers
+        barrier = ""
+        made = made_steps = 0
+        for i in range(intervals):
+            for lane in range(workers):
+                for j in range(per_interval):
+                    name = f"lane-{lane}-{i}-{j}"
+                    steps = int((made + 1) * steps_per_task) - int(made * steps_per_task)
+                    made += 1
+                    made_steps += steps
+                    upstream[name] = [u for u in (last[lane], barrier if j == 0 else "") if u]
+                    graph[name] = Task(name, task, name, steps, *(TaskRef(u) for u in upstream[name]))
+                    last[lane] = name
+            barrier = f"sync-{i}"
+            upstream[barrier] = list(last)
+            graph[barrier] = Task(barrier, task, barrier, 0, *(TaskRef(u) for u in last))
+        work()  # warm-up: first-call costs are neither contention nor hand-overs
+        stretch: list[float] = []
+        gaps: list[float] = []
+        rates: list[float] = []
+        lane_tasks = sum(1 for name in graph if name.startswith("lane"))
+        old = sys.getswitchinterval()
+        sys.setswitchinterval(switch_interval)
+        try:
+            for _ in range(rounds):
+                mean_task = {}
+                for threads in (1, workers):
+                    ran.clear()
+                    dask.threaded.get(graph, [barrier], num_workers=threads)
+                    mean_task[threads] = statistics.fmean(b - a for t, (a, b) in ran.items() if t.startswith("lane"))
+                gaps.append(statistics.fmean(ran[t][0] - max(ran[u][1] for u in ups) for t, ups in upstream.items() if ups))
+                stretch.append(mean_task[workers] / mean_task[1])
+                if step_flops is not None:
+                    rates.append(step_flops * made_steps / (mean_task[1] * lane_tasks))
+        finally:
+            sys.setswitchinterval(old)
+        out = replace(base or CostModel(), contention=max(statistics.median(stretch), 1.0),
+                      latency=max(statistics.median(gaps), 0.0))
+        return replace(out, flops_per_second=statistics.median(rates)) if rates else out
 
 
 def lane_shape(ops: nx.DiGraph, tasks: nx.DiGraph, workers: int) -> dict[str, float]:
