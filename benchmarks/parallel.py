@@ -102,9 +102,13 @@ def main() -> None:
         return plan.run("sync" if workers == 1 else "threads")
 
     def chain_gflops(plan: dt.Plan, result: dt.TrainResult) -> float:
-        """Sustained GFLOP/s of one worker inside the fused chain tasks (their loads and glue included)."""
+        """Sustained GFLOP/s of one worker inside the fused chain tasks (their loads and glue included).
+
+        On one worker a task is one chain's segment (``chain2-3``); on two, one lane's share of
+        an interval (``lane0-3``: its chains one after another, its copies of the sync first).
+        """
         flops = sum(sum(plan.chain_costs(w).values()) for w in range(len(plan.windows)))
-        seconds = sum(r.stop - r.start for r in result.tasks if r.prefix.startswith("chain"))
+        seconds = sum(r.stop - r.start for r in result.tasks if r.prefix.startswith(("chain", "lane")))
         return flops / seconds / 1e9 if seconds else float("nan")
 
     numpy_loop(), run(sync, 1)  # warm-up
@@ -130,7 +134,7 @@ def main() -> None:
                     cost = replace(cost, contention=lanes_now.contention, latency=lanes_now.latency)
                 calibrated = plans[s].analyze(workers=workers, cost=cost).predicted_seconds
             gaps = sync_gaps(result.tasks)
-            syncs = sum(1 for r in result.tasks if r.prefix == "sync")
+            syncs = len(result.info["sync_steps"])  # on two workers each lane runs its own copy of a sync, in its task
             chains = model.n_layers if isinstance(s, dt.LayerLocal) else 1
             formula = t_seq / min(chains, workers) + syncs * (statistics.mean(gaps) if gaps else 0.0)
             rate = chain_gflops(plans[s], result)

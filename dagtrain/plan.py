@@ -34,7 +34,7 @@ from dagtrain.data.order import steps_per_epoch
 from dagtrain.data.store import Dataset
 from dagtrain.errors import ConfigError
 from dagtrain.execute.fuse import fuse
-from dagtrain.execute.lanes import pack_lanes
+from dagtrain.execute.lanes import pack_lanes, sync_per_lane
 from dagtrain.execute.ops import RunConfig, eval_part_sizes
 from dagtrain.execute.program import WindowProgram, compile_program
 from dagtrain.graph.validate import validate
@@ -102,11 +102,11 @@ class Plan:
     @property
     def passes(self) -> list[str]:
         """The passes that compile a window, in order: the schedule's graph passes, lanes, then fusion into tasks."""
-        return [*self.schedule.passes(), "pack_lanes", "fuse"]
+        return [*self.schedule.passes(), "pack_lanes", "sync_per_lane", "fuse"]
 
     def graph_before(self, pass_name: str, window: int = 0) -> nx.DiGraph:
         """The fine graph of window ``window`` as it was just before pass ``pass_name`` ran (lanes: one worker's)."""
-        if pass_name in ("pack_lanes", "fuse"):
+        if pass_name in ("pack_lanes", "sync_per_lane", "fuse"):
             return self.graph(window)
         w = self._window(window)
         return self.schedule.build(self.model, w, self.config.batch_size, eval_part_sizes(self.dataset, self.config.eval_split),
@@ -349,6 +349,7 @@ class Plan:
         g = self.schedule.build(self.model, window, self.config.batch_size, eval_part_sizes(self.dataset, self.config.eval_split))
         if workers > 1 and g.graph.get("chains_independent"):
             g = validate(pack_lanes(g, workers), where=f"graph after pass pack_lanes ({workers} workers)")
+            g = validate(sync_per_lane(g), where=f"graph after pass sync_per_lane ({workers} workers)")
         return g
 
     def _window(self, index: int) -> Window:

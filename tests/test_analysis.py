@@ -132,16 +132,21 @@ def test_measure_threaded_sees_the_scheduler_hand_over_and_the_gil() -> None:
 
 
 def test_lane_shape_reads_the_granularity_of_a_window(blobs: dt.Dataset) -> None:
-    """Sharded: a chain takes every L-th step, so k/L steps per task; shared: k. Two chains per lane on two workers."""
+    """A chain step per chain and step. On one worker a task is a chain's segment: sharded, a chain takes every
+    L-th step (k/L chain steps a task), shared every step (k). On two, a task is a lane's share of an interval."""
     model = dt.MLP([12, 16, 16, 16, 3], seed=0)  # 4 layers, 4 chains
     for data, per_task, copies in (("sharded", 2.0, 1), ("shared", 8.0, 4)):
         plan = dt.compile(model, blobs, dt.LayerLocal(8, data), batch_size=16, epochs=1)
+        n_syncs = sum(1 for t in plan.task_graph(0) if t.startswith("sync"))
+        one = lane_shape(plan.graph(0), plan.task_graph(0), 1)
+        assert one["steps_per_task"] == pytest.approx(per_task, rel=0.1)  # k/L or k, less a short last interval
+        assert one["per_interval"] == 4 and one["intervals"] == n_syncs
         shape = lane_shape(plan.graph(0, workers=2), plan.task_graph(0, workers=2), 2)
-        tasks = [t for t in plan.task_graph(0, workers=2) if t.startswith("chain")]
+        tasks = [t for t in plan.task_graph(0, workers=2) if t.startswith("lane")]
         assert shape["steps_per_task"] == copies * plan.windows[0].n_steps / len(tasks)  # a step in one chain or in all four
-        assert shape["steps_per_task"] == pytest.approx(per_task, rel=0.1)  # k/L or k, less a short last interval
-        assert shape["per_interval"] == 2
-        assert shape["intervals"] == sum(1 for t in plan.task_graph(0) if t.startswith("sync"))
+        assert shape["steps_per_task"] == pytest.approx(2 * per_task, rel=0.1)  # two chains a lane
+        assert shape["per_interval"] == 1
+        assert shape["intervals"] == n_syncs  # each lane runs its own copy of a sync: still one sync
     sync = dt.compile(model, blobs, batch_size=16, epochs=1)
     with pytest.raises(ValueError, match="no chain tasks"):
         lane_shape(sync.graph(0), sync.task_graph(0), 2)
@@ -270,8 +275,8 @@ def test_schedule_table_shows_chains_side_by_side(blobs: dt.Dataset) -> None:
     lines = table.splitlines()
     assert lines[0].split("|")[1].strip() == "worker 0" and lines[0].split("|")[2].strip() == "worker 1"
     rows = [[c.strip() for c in line.split("|")[1:]] for line in lines[2:] if "|" in line]
-    assert any(a.startswith("chain") and b.startswith("chain") for a, b in rows)  # two chains at once
-    assert any("sync-s6" in cell for row in rows for cell in row)
+    assert any(a.startswith("lane") and b.startswith("lane") for a, b in rows)  # two lanes of chains at once
+    assert any("lane0-1" in cell for row in rows for cell in row)  # the next interval, its sync inside (no barrier task)
 
 
 @pytest.mark.parametrize("suffix", [".png", ".svg"])
@@ -300,7 +305,8 @@ def test_inspect_command_prints_without_training(blobs: dt.Dataset, tmp_path: ob
     assert main(["inspect", "--data", blobs.path, "--layers", "12,16,8,3", "--batch-size", "16", "--k", "5",
                  "--data-mode", "sharded", "--draw", str(picture), "--rows", "4"]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("passes: build_exact -> deal_to_chains -> insert_syncs -> read_stale_snapshots -> pack_lanes -> fuse")
+    assert out.startswith("passes: build_exact -> deal_to_chains -> insert_syncs -> read_stale_snapshots -> pack_lanes"
+                          " -> sync_per_lane -> fuse")
     assert "analysis of LayerLocal(k=5, data='sharded')" in out and "worker 1" in out and picture.exists()
     assert main(["inspect", "--data", blobs.path, "--layers", "12,16,3", "--schedule", "sync", "--json"]) == 0
-    assert '"passes": ["build_exact", "pack_lanes", "fuse"]' in capsys.readouterr().out
+    assert '"passes": ["build_exact", "pack_lanes", "sync_per_lane", "fuse"]' in capsys.readouterr().out

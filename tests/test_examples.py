@@ -47,7 +47,7 @@ def test_interval_sweep_example(mnist_data: object, tmp_path: Path) -> None:
 @pytest.mark.mnist
 def test_custom_pass_example(mnist_data: object) -> None:
     out = run("custom_pass.py", "--max-steps", "30")
-    assert out.count("-> freeze_L1 -> pack_lanes -> fuse") == 2  # under Sync and under LayerLocal
+    assert out.count("-> freeze_L1 -> pack_lanes -> sync_per_lane -> fuse") == 2  # under Sync and under LayerLocal
     assert out.count("layer 1: unchanged") == 2 and out.count("layer 2: trained") == 2
     assert out.count("layer 3: trained") == 2
 

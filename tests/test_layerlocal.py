@@ -177,17 +177,17 @@ def test_chains_stay_on_their_worker_on_a_cluster(blobs: dt.Dataset, local_clust
 
 
 def test_threaded_scheduler_runs_the_chains_of_an_interval_at_once(blobs: dt.Dataset) -> None:
-    """From the run's own task records: the chain tasks of an interval overlap in time on two threads."""
+    """From the run's own task records: the lane tasks of an interval (one chain each here) overlap in time on two threads."""
     model = dt.MLP([12, 256, 256, 3], seed=0)
     result = dt.compile(model, blobs, dt.LayerLocal(19, "shared"), batch_size=16, epochs=2).run("threads")
     by_interval: dict[str, list[tuple[float, float]]] = {}
     for r in result.tasks:
-        if r.prefix.startswith("chain"):
+        if r.prefix.startswith("lane"):
             by_interval.setdefault(r.key.split("-", 1)[1], []).append((r.start, r.stop))
     overlapping = [spans for spans in by_interval.values()
                    if any(a[0] < b[1] and b[0] < a[1] for a in spans for b in spans if a is not b)]
     assert len(by_interval) == 4 and len(overlapping) >= 3
-    assert len({r.worker for r in result.tasks if r.prefix.startswith("chain")}) == 2
+    assert len({r.worker for r in result.tasks if r.prefix.startswith("lane")}) == 2
 
 
 def test_chains_need_a_worker_to_run_on() -> None:
@@ -203,7 +203,8 @@ def test_chains_need_a_worker_to_run_on() -> None:
 
 def test_passes_are_listed_skipped_added_and_inspectable(blobs: dt.Dataset) -> None:
     plan = dt.compile(MODEL, blobs, dt.LayerLocal(4), batch_size=16)
-    assert plan.passes == ["build_exact", "deal_to_chains", "insert_syncs", "read_stale_snapshots", "pack_lanes", "fuse"]
+    assert plan.passes == ["build_exact", "deal_to_chains", "insert_syncs", "read_stale_snapshots", "pack_lanes",
+                           "sync_per_lane", "fuse"]
     before_cut = plan.graph_before("read_stale_snapshots")
     assert before_cut.graph["passes"] == ["build_exact", "deal_to_chains", "insert_syncs"]
     assert producer_of(before_cut, "fwd:L1:s5:c2", "params") == ("upd:L1:s4:c1", "params")  # the latest, not stale
@@ -260,7 +261,7 @@ def test_timeline_html_and_png(blobs: dt.Dataset, tmp_path: object) -> None:
 
     result = dt.compile(MODEL, blobs, dt.LayerLocal(5, "shared"), batch_size=16, epochs=1).run("threads")
     html = result.timeline(Path(str(tmp_path)) / "t.html").read_text()
-    assert "<html" in html.lower() and "Bokeh" in html and "chain2-0-w0" in html and "sync-s5-w0" in html
+    assert "<html" in html.lower() and "Bokeh" in html and "lane1-0-w0" in html and "lane1-1-w0" in html
     png = result.timeline(Path(str(tmp_path)) / "t.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5_000
     with pytest.raises(dt.ConfigError, match=r"use a \.html or \.png file name"):

@@ -99,4 +99,4 @@ def test_picture_and_schedule_table_name_the_replicas(blobs: dt.Dataset, tmp_pat
     svg = plan.draw(Path(str(tmp_path)) / "interval.svg").read_text()
     assert "chain 1 (replica 1)" in svg and "chain 2 (replica 2)" in svg and "sync:s4" in svg
     table = plan.schedule_table(2)
-    assert "chain1-0" in table and "chain2-0" in table and "sync-s4" in table
+    assert "lane0-0" in table and "lane1-0" in table and "lane0-1" in table  # each lane syncs inside its next task

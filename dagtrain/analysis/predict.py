@@ -277,18 +277,20 @@ def lane_shape(ops: nx.DiGraph, tasks: nx.DiGraph, workers: int) -> dict[str, fl
 
     ``ops`` is the window's op graph and ``tasks`` its fused task graph (``plan.graph(w,
     workers=W)`` and ``plan.task_graph(w, workers=W)``). Returns ``steps_per_task`` (the mean
-    number of training steps in a chain task), ``per_interval`` (chain tasks per worker
-    between two syncs, rounded up) and ``intervals`` (syncs in the window, at least 1).
+    number of chain steps in a chain task: a lane's task holds several chains' steps),
+    ``per_interval`` (chain tasks per worker between two syncs, rounded up) and
+    ``intervals`` (syncs in the window, at least 1; a lane's copy of a sync is the same sync).
     """
     steps = []
     for _, d in tasks.nodes(data=True):
-        chain_steps = {ops.nodes[o]["step"] for o in d.get("ops", ()) if ops.nodes[o].get("chain") is not None
-                       and ops.nodes[o].get("step") is not None}
+        chain_steps = {(ops.nodes[o]["chain"], ops.nodes[o]["step"]) for o in d.get("ops", ())
+                       if ops.nodes[o].get("chain") is not None and ops.nodes[o].get("step") is not None}
         if chain_steps:
             steps.append(len(chain_steps))
     if not steps:
         raise ValueError("this task graph has no chain tasks (Sync has none): there are no lanes to measure")
-    syncs = max(sum(1 for _, d in tasks.nodes(data=True) if any(ops.nodes[o]["kind"] == "sync" for o in d.get("ops", ()))), 1)
+    syncs = max(len({ops.nodes[o]["step"] for _, d in tasks.nodes(data=True) for o in d.get("ops", ())
+                     if ops.nodes[o]["kind"] == "sync"}), 1)  # sync steps: a lane's copy of a sync is the same sync
     return {"steps_per_task": statistics.fmean(steps), "per_interval": -(-len(steps) // (syncs * workers)),
             "intervals": syncs}
 

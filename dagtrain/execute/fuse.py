@@ -5,8 +5,11 @@ backward and update ops, executed in order inside one Python call. Under Sync th
 of a segment form their own task, so reading the next batches overlaps with computing
 these; a layer chain (``LayerLocal``) reads its own batches inside its task, so on a
 cluster no batch crosses between workers. A pipeline stage (``DelayedGradient``) splits
-each step into a forward task and a backward-and-update task. Keys: ``train-3``,
-``load-3``, ``chain2-3``, ``chain1-f3``, ``chain1-b3``, ``sync-s40``, ``eval-p1``, ``eval``.
+each step into a forward task and a backward-and-update task. Ops packed into lanes
+(:mod:`dagtrain.execute.lanes`, a local scheduler with several workers) are fused per lane
+and sync interval instead, whatever ``segment_steps`` says: one task per lane per interval,
+with that lane's copies of the syncs it reads. Keys: ``train-3``, ``load-3``, ``chain2-3``,
+``chain1-f3``, ``chain1-b3``, ``lane0-3``, ``sync-s40``, ``eval-p1``, ``eval``.
 The mapping fine op -> task is kept on each node (attribute ``task``).
 """
 
@@ -30,6 +33,8 @@ def task_of(d: dict[str, Any], step0: int, segment_steps: int) -> str:
         return "out"
     if kind == "eval":
         return "eval" if d.get("part") is None else f"eval-p{d['part']}"
+    if d.get("lane") is not None:  # a lane's share of a sync interval, its copies of the syncs it reads included
+        return f"lane{d['lane']}-{d['interval']}"
     if kind == "sync":  # one replica's own sync (Hybrid) is its own task, so replicas never wait for each other
         return f"sync-s{d['step'] - step0}" + (f"-r{d['replica']}" if d.get("replica") is not None else "")
     segment = (d["step"] - step0) // segment_steps

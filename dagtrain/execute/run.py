@@ -166,7 +166,8 @@ def execute(plan: Plan, scheduler: Any = None, *,
             # Syncs since the last checkpoint: a LayerLocal window holds ceil(n_steps / k) sync nodes; under
             # Sync every window end is the only sync point. Checkpoints are taken at window ends, at the
             # first one after checkpoint_every syncs.
-            run.syncs_since += sum(1 for t in program.tasks if t.name.startswith("sync-")) or 1
+            run.syncs_since += len({ins.key.split("@")[0] for t in program.tasks for ins in t.instructions
+                                    if ins.kind == "sync"}) or 1  # a lane's copy (sync:s20@lane1) is the same sync
             if checkpoint is not None and (run.syncs_since >= checkpoint_every or run.done == total):
                 run.syncs_since = 0
                 run_state: dict[str, Any] = {"level": run.level} if adaptive else {}

@@ -92,7 +92,7 @@ def sync_gaps(tasks: Sequence[TaskRecord]) -> list[float]:
     """
     intervals: dict[tuple[int, int], list[TaskRecord]] = {}
     for r in tasks:
-        m = re.fullmatch(r"chain\d+-(\d+)-w(\d+)(?:-r\d+)?", r.key)
+        m = re.fullmatch(r"(?:chain|lane)\d+-(\d+)-w(\d+)(?:-r\d+)?", r.key)  # a chain's segment or a lane's interval
         if m:
             intervals.setdefault((int(m.group(2)), int(m.group(1))), []).append(r)
     evals = [(r.start, r.stop) for r in tasks if r.prefix == "eval"]
@@ -116,7 +116,7 @@ def _covered(spans: list[tuple[float, float]], lo: float, hi: float) -> float:
 
 def _run_row(result: TrainResult, schedule: str, k: int | None, data: str | None, batch_size: int,
              n_layers: int, t_seq: float | None) -> dict[str, Any]:
-    syncs = sum(1 for r in result.tasks if r.prefix == "sync")
+    syncs = len(result.info["sync_steps"])  # not sync tasks: on two workers each lane runs its own copy of a sync
     gaps = sync_gaps(result.tasks)
     t_sync = sum(gaps) / len(gaps) if gaps else 0.0
     row: dict[str, Any] = {

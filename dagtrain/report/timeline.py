@@ -20,9 +20,11 @@ FIXED = {"sync": "#000000", "train": "#4c72b0", "load": "#999999", "eval": "#55a
 
 
 def colour_of(prefix: str) -> str:
-    """The colour of a task prefix: ``chain3`` -> the third chain colour, ``sync`` -> black."""
+    """The colour of a task prefix: ``chain3`` -> the third chain colour, ``lane0`` -> the first, ``sync`` -> black."""
     if prefix.startswith("chain") and prefix[5:].isdigit():
         return CHAIN_COLOURS[(int(prefix[5:]) - 1) % len(CHAIN_COLOURS)]
+    if prefix.startswith("lane") and prefix[4:].isdigit():  # lanes count from 0
+        return CHAIN_COLOURS[int(prefix[4:]) % len(CHAIN_COLOURS)]
     return FIXED.get(prefix, "#dddddd")
 
 
