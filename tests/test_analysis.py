@@ -123,6 +123,10 @@ def test_measure_threaded_sees_the_scheduler_hand_over_and_the_gil() -> None:
     assert sleeping.flops_per_second == 1e9 and sleeping.ready_order == "arbitrary"  # the rest of base is kept
     assert 1.0 <= sleeping.contention < 1.3
     assert 0.0 < sleeping.latency < 0.01  # a hand-over goes through the scheduler's thread: more than nothing, well under 10 ms
+    fenced = measure_threaded(lambda: time.sleep(0.002), steps_per_task=1.5, intervals=10, barrier=True)
+    assert 1.0 <= fenced.contention < 1.3 and 0.0 < fenced.latency < 0.01  # a sync task between intervals: the same terms
+    with pytest.raises(ValueError, match="intervals = 0"):
+        measure_threaded(intervals=0)
     rated = measure_threaded(lambda: time.sleep(0.002), steps_per_task=1.5, intervals=10, step_flops=1e6)
     assert 2e8 < rated.flops_per_second <= 5e8  # 1 MFLOP in (a little over) 2 ms on one thread
     gil_bound = measure_threaded(holds_gil, steps_per_task=10, per_interval=4, intervals=3, rounds=5)

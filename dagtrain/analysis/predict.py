@@ -187,14 +187,16 @@ def measure_contention(step: Callable[[], object], *, seconds: float = 1.0, roun
 
 def measure_threaded(step: Callable[[], object] | None = None, *, workers: int = 2, steps_per_task: float = 2,
                      per_interval: int = 2, intervals: int = 40, rounds: int = 3, switch_interval: float = 0.001,
-                     step_flops: float | None = None, blas_threads: int | None = 1,
+                     step_flops: float | None = None, blas_threads: int | None = 1, barrier: bool = False,
                      base: CostModel | None = None) -> CostModel:
     """``base`` with the contention and hand-over latency (and the flops rate) of lanes of ``step`` on Dask's threaded scheduler.
 
     Builds the shape LayerLocal's lanes take on a local scheduler: ``workers`` lanes of
-    tasks, ``per_interval`` tasks per lane between barrier tasks (the syncs), ``intervals``
-    barriers, each task ``steps_per_task`` calls of ``step`` (a fraction: tasks alternate,
-    so that the mean comes out right). BLAS is pinned to ``blas_threads`` per thread while it
+    tasks, ``per_interval`` tasks per lane in each of ``intervals`` sync intervals, each task
+    ``steps_per_task`` calls of ``step`` (a fraction: tasks alternate, so that the mean comes
+    out right). An interval's first tasks wait for the last tasks of every lane before it,
+    as lanes that run their own copy of the sync do (:func:`dagtrain.execute.lanes.sync_per_lane`);
+    ``barrier=True`` puts a sync task between intervals instead. BLAS is pinned to ``blas_threads`` per thread while it
     measures, as a run pins it (1 by default; ``None`` leaves it as it is: two lanes of
     two-thread BLAS on two cores contend 1.3-1.7x). Pass one training step of the model and
     the plan's own granularity: each hand-over runs Python in
@@ -217,6 +219,8 @@ def measure_threaded(step: Callable[[], object] | None = None, *, workers: int =
     from dask.task_spec import Task, TaskRef
     from threadpoolctl import threadpool_limits
 
+    if intervals < 1 or per_interval < 1 or workers < 1:
+        raise ValueError(f"intervals = {intervals}, per_interval = {per_interval} and workers = {workers} must all be >= 1")
     pinned = threadpool_limits(limits=blas_threads, user_api="blas") if blas_threads else contextlib.nullcontext()
     with pinned:
         ran: dict[str, tuple[float, float]] = {}
@@ -232,7 +236,7 @@ def measure_threaded(step: Callable[[], object] | None = None, *, workers: int =
         graph: dict[str, Task] = {}
         upstream: dict[str, list[str]] = {}
         last = [""] * workers
-        barrier = ""
+        before: list[str] = []  # what an interval's first tasks wait for: the sync task, or every lane's last task
         made = made_steps = 0
         for i in range(intervals):
             for lane in range(workers):
@@ -241,12 +245,15 @@ def measure_threaded(step: Callable[[], object] | None = None, *, workers: int =
                     steps = int((made + 1) * steps_per_task) - int(made * steps_per_task)
                     made += 1
                     made_steps += steps
-                    upstream[name] = [u for u in (last[lane], barrier if j == 0 else "") if u]
+                    upstream[name] = before if j == 0 else [last[lane]]
                     graph[name] = Task(name, task, name, steps, *(TaskRef(u) for u in upstream[name]))
                     last[lane] = name
-            barrier = f"sync-{i}"
-            upstream[barrier] = list(last)
-            graph[barrier] = Task(barrier, task, barrier, 0, *(TaskRef(u) for u in last))
+            before = list(last)
+            if barrier or i == intervals - 1:  # the window's last sync is a task either way
+                end = f"sync-{i}"
+                upstream[end] = list(last)
+                graph[end] = Task(end, task, end, 0, *(TaskRef(u) for u in last))
+                before = [end]
         work()  # warm-up: first-call costs are neither contention nor hand-overs
         stretch: list[float] = []
         gaps: list[float] = []
@@ -259,7 +266,7 @@ def measure_threaded(step: Callable[[], object] | None = None, *, workers: int =
                 mean_task = {}
                 for threads in (1, workers):
                     ran.clear()
-                    dask.threaded.get(graph, [barrier], num_workers=threads)
+                    dask.threaded.get(graph, [end], num_workers=threads)
                     mean_task[threads] = statistics.fmean(b - a for t, (a, b) in ran.items() if t.startswith("lane"))
                 gaps.append(statistics.fmean(ran[t][0] - max(ran[u][1] for u in ups) for t, ups in upstream.items() if ups))
                 stretch.append(mean_task[workers] / mean_task[1])
