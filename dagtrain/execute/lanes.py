@@ -22,7 +22,7 @@ once a chain.
 weights on, so each lane can run its own copy at the start of its next task
 (``sync:s20@lane1``), reading the chains' results directly. Every interval then costs two
 hand-overs in Dask's threaded scheduler instead of five (LayerLocal, 4 chains, 2 workers,
-k = 10): 6-11% less wall time, measured (``docs/performance.md``). Values and bits are
+k = 10): 7-11% less wall time, measured (``docs/performance.md``). Values and bits are
 unchanged; the copies are visible nodes, and the validator checks them like any sync.
 
 Graphs whose chains are not independent (no ``chains_independent`` flag: Sync,
