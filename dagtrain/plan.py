@@ -101,7 +101,10 @@ class Plan:
 
     @property
     def passes(self) -> list[str]:
-        """The passes that compile a window, in order: the schedule's graph passes, lanes, then fusion into tasks."""
+        """The passes that compile a window, in order: the schedule's graph passes, lanes and a sync per lane, then fusion.
+
+        ``pack_lanes`` and ``sync_per_lane`` change a graph only for several workers on a local scheduler.
+        """
         return [*self.schedule.passes(), "pack_lanes", "sync_per_lane", "fuse"]
 
     def graph_before(self, pass_name: str, window: int = 0) -> nx.DiGraph:
