@@ -106,6 +106,7 @@ def test_lanes_change_no_value_and_dask_keeps_them(blobs: dt.Dataset) -> None:
     lanes = threaded.info["lanes"]
     runs = {r.key.rsplit("-w", 1)[0]: (r.start, r.stop) for r in threaded.tasks if r.key.endswith("-w0")}
     intervals = lane_ops(plan.graph(0, workers=lanes))
+    assert len(intervals) == 7  # 38 steps, k = 6
     for interval in range(1, len(intervals)):  # every lane task of an interval starts after all of the one before
         before = [runs[f"lane{x}-{interval - 1}"] for x in intervals[interval - 1]]
         assert all(runs[f"lane{x}-{interval}"][0] >= max(stop for _, stop in before) for x in intervals[interval])
