@@ -11,6 +11,7 @@ from importlib.metadata import version
 from typing import Any
 
 from dagtrain.data.batches import BATCHES
+from dagtrain.model import kernels
 
 
 def machine_line() -> str:
@@ -22,7 +23,9 @@ def machine_line() -> str:
     except (OSError, StopIteration):
         pass
     libs = ", ".join(f"{name} {version(name)}" for name in ("numpy", "dask", "distributed", "zarr", "networkx"))
-    return f"{cpu}; {os.cpu_count()} cores; Python {platform.python_version()}; {libs}; BLAS pinned to 1 thread"
+    fused = f"dagtrain's kernels: numba {version('numba')}" if kernels.enabled() else "dagtrain's kernels: off (numpy)"
+    return (f"{cpu}; {os.cpu_count()} cores; Python {platform.python_version()}; {libs}; BLAS pinned to 1 thread; "
+            f"{fused} (the numpy loop is plain numpy)")
 
 
 def table(rows: Sequence[tuple[str, Sequence[float], Sequence[float]]], unit: str) -> str:

@@ -36,6 +36,7 @@ from threadpoolctl import threadpool_limits
 import dagtrain as dt
 from benchmarks.common import add_data_option, before_run, machine_line, table
 from dagtrain.execute.ops import evaluate
+from dagtrain.model import kernels
 from dagtrain.reference import train_reference
 
 
@@ -57,7 +58,7 @@ def main() -> None:
     samples = args.epochs * data.size("train")
 
     def numpy_loop() -> float:
-        with threadpool_limits(1, "blas"):
+        with threadpool_limits(1, "blas"), kernels.using("numpy"):  # the plain numpy loop, without dagtrain's kernels
             t = time.perf_counter()
             params = train_reference(model, data, **kw, arrays=arrays)
             for _ in range(args.epochs):  # the same evaluation work as the plan's one per epoch

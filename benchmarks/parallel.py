@@ -51,6 +51,7 @@ from dagtrain.analysis.predict import CostModel, calibrate
 from dagtrain.data.atomic import atomic_write
 from dagtrain.execute.ops import evaluate
 from dagtrain.experiments.sweep import sync_gaps
+from dagtrain.model import kernels
 from dagtrain.reference import train_reference
 
 Row = tuple[float, float, float, float, float, float, float]  # wall s; speed-ups: loop, Sync-1, formula; GFLOP/s;
@@ -92,8 +93,9 @@ def main() -> None:
 
     def numpy_loop() -> float:
         t = time.perf_counter()
-        params = train_reference(model, data, **kw, arrays=arrays)
-        with threadpool_limits(limits=1, user_api="blas"):  # one core, as the loop trains
+        with kernels.using("numpy"):  # the plain numpy loop, without dagtrain's kernels
+            params = train_reference(model, data, **kw, arrays=arrays)
+        with threadpool_limits(limits=1, user_api="blas"), kernels.using("numpy"):  # one core, as the loop trains
             evaluate(model, params, data, "test")  # the same evaluation work as the plan's, at the epoch's end
         return time.perf_counter() - t
 

@@ -34,6 +34,7 @@ import dagtrain as dt
 from benchmarks.common import add_data_option, before_run, machine_line
 from dagtrain.data.order import epoch_order, steps_per_epoch
 from dagtrain.execute.ops import evaluate
+from dagtrain.model import kernels
 from dagtrain.reference import train_reference
 
 SIZES = [784, 256, 256, 10]
@@ -97,8 +98,9 @@ def main() -> None:
 
     def numpy_loop() -> tuple[float, float]:
         t = time.perf_counter()
-        params = train_reference(model, data, epochs=args.epochs, arrays=arrays, **SETTINGS)  # type: ignore[arg-type]
-        with threadpool_limits(1, "blas"):
+        with kernels.using("numpy"):  # the plain numpy loop, without dagtrain's kernels
+            params = train_reference(model, data, epochs=args.epochs, arrays=arrays, **SETTINGS)  # type: ignore[arg-type]
+        with threadpool_limits(1, "blas"), kernels.using("numpy"):
             for _ in range(args.epochs):
                 accuracy = evaluate(model, params, data, "test")["accuracy"]
         return time.perf_counter() - t, accuracy
