@@ -152,20 +152,24 @@ def main() -> None:
         print(f"- {s}: {cost.flops_per_second / 1e9:.1f} GFLOP/s on one thread, contention {cost.contention:.3f}, "
               f"hand-over {cost.latency * 1e6:.0f} us")
     print()
-    print("| schedule | workers | median samples/s | speed-up over numpy loop | over Sync, 1 worker | "
+    print("| schedule | workers | median samples/s (min-max) | speed-up over numpy loop | over Sync, 1 worker | "
           "seed's formula | cost model (ideal) s | measured / ideal | cost model (as run) s | measured / as run | "
-          "measured / calibrated | chain GFLOP/s per worker | of the round's one-core peak |")
+          "measured / calibrated | chain GFLOP/s per worker | of the round's one-core peak (min-max) |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     medians: dict[str, float] = {"numpy loop, 1": samples / statistics.median(loop)}
     for (s, workers), values in rows.items():
         wall = statistics.median(v[0] for v in values)
         medians[f"{s}, {workers}"] = samples / wall
-        print(f"| {s} | {workers} | {samples / wall:,.0f} | {statistics.median(v[1] for v in values):.2f}x | "
+        spread = f"{samples / max(v[0] for v in values):,.0f}-{samples / min(v[0] for v in values):,.0f}"
+        shares = [100 * v[6] for v in values]
+        share = "-" if any(x != x for x in shares) else \
+            f"{statistics.median(shares):.0f}% ({min(shares):.0f}-{max(shares):.0f}%)"
+        print(f"| {s} | {workers} | {samples / wall:,.0f} ({spread}) | {statistics.median(v[1] for v in values):.2f}x | "
               f"{statistics.median(v[2] for v in values):.2f}x | {statistics.median(v[3] for v in values):.2f}x | "
               f"{predicted[(s, workers)]:.3f} | {wall / predicted[(s, workers)]:.2f} | "
               f"{predicted_as_run[(s, workers)]:.3f} | {wall / predicted_as_run[(s, workers)]:.2f} | "
               f"{statistics.median(v[5] for v in values):.2f} | "
-              f"{statistics.median(v[4] for v in values):.1f} | {100 * statistics.median(v[6] for v in values):.0f}% |"
+              f"{statistics.median(v[4] for v in values):.1f} | {share} |"
               .replace("nan%", "-").replace("nan", "-"), flush=True)
     if args.plot is not None:
         plot(medians, args.plot)
