@@ -20,7 +20,7 @@ def main() -> None:
         ["benchmarks.kernels", "--repeats", "3" if quick else "7"],
         ["benchmarks.overhead", "--rounds", "2" if quick else "7"],
         ["benchmarks.peer", "--rounds", "2" if quick else "5"],
-        ["benchmarks.parallel", "--rounds", "1" if quick else "3"],
+        ["benchmarks.parallel", "--rounds", "1" if quick else "9"],  # 9: one round in 3-4 can run at half speed
         ["benchmarks.scale", "--max-nodes", "100000" if quick else "1000000"],
     ]
     for part in parts:
