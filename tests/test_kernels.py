@@ -15,7 +15,9 @@ from dagtrain.model import kernels
 from dagtrain.model.functional import Params, activation_backward, dense_backward, dense_forward, softmax_xent
 from tests.conftest import weights_equal
 
-pytest.importorskip("numba", reason="the kernels need the fast extra (pip install 'dagtrain[fast]'), which [test] installs")
+# The tests that run the kernels need numba: the fast extra, which the test extra installs. The others
+# (choosing a path, falling back without numba) run anywhere.
+needs_numba = pytest.mark.skipif(not kernels.AVAILABLE, reason="needs numba: pip install 'dagtrain[fast]' (in [test])")
 
 SPECIAL = np.array([np.nan, np.inf, -np.inf, -0.0, 0.0, 1e-45, -1e-45, 3e38, -3e38], dtype=np.float32)
 
@@ -43,6 +45,7 @@ def both(fn, *args):  # type: ignore[no-untyped-def]
     return expected, got
 
 
+@needs_numba
 @pytest.mark.parametrize("seed", range(12))
 def test_relu_forward_and_backward_give_numpys_bits(seed: int) -> None:
     rng = np.random.default_rng(seed)
@@ -59,6 +62,7 @@ def test_relu_forward_and_backward_give_numpys_bits(seed: int) -> None:
     assert all(np.array_equal(bits(p), bits(q)) for p, q in [(g_np.W, g_nb.W), (g_np.b, g_nb.b), (gx_np, gx_nb)])
 
 
+@needs_numba
 @pytest.mark.parametrize("seed", range(12))
 def test_softmax_cross_entropy_gives_numpys_bits(seed: int) -> None:
     rng = np.random.default_rng(100 + seed)
@@ -71,6 +75,7 @@ def test_softmax_cross_entropy_gives_numpys_bits(seed: int) -> None:
         assert loss_np == loss_nb
 
 
+@needs_numba
 def test_softmax_with_nan_and_infinite_logits_gives_numpys_bits() -> None:
     rng = np.random.default_rng(7)
     logits = sprinkled(rng, (64, 10), 5.0)
@@ -82,6 +87,7 @@ def test_softmax_with_nan_and_infinite_logits_gives_numpys_bits() -> None:
     assert np.isnan(loss_np) and np.isnan(loss_nb)
 
 
+@needs_numba
 def test_what_the_kernels_do_not_take_runs_the_numpy_code() -> None:
     rng = np.random.default_rng(3)
     logits = rng.standard_normal((8, kernels.MAX_CLASSES + 1)).astype(np.float32)
@@ -97,6 +103,7 @@ def test_what_the_kernels_do_not_take_runs_the_numpy_code() -> None:
         assert (loss, grad.tobytes()) == (lambda r: (r[0], r[1].tobytes()))(softmax_xent(logits, labels))
 
 
+@needs_numba
 @pytest.mark.parametrize("choice", ["numpy", "numba"])
 def test_a_label_out_of_range_is_an_index_error_either_way(choice: str) -> None:
     logits = np.zeros((4, 3), dtype=np.float32)
@@ -104,6 +111,7 @@ def test_a_label_out_of_range_is_an_index_error_either_way(choice: str) -> None:
         softmax_xent(logits, np.array([0, 1, 3, 2], dtype=np.int32))
 
 
+@needs_numba
 def test_the_environment_chooses_the_path(monkeypatch: pytest.MonkeyPatch) -> None:
     for choice in kernels.CHOICES:
         monkeypatch.setenv(kernels.KERNELS_ENV, choice)
@@ -120,6 +128,7 @@ def test_the_environment_chooses_the_path(monkeypatch: pytest.MonkeyPatch) -> No
         assert not kernels.enabled()  # each block gives back the path it found
 
 
+@needs_numba
 @pytest.mark.parametrize(("value", "on"), [("numpy", False), ("auto", True), ("numba", True)])
 def test_a_new_process_takes_its_path_from_the_environment(value: str, on: bool) -> None:
     code = "import numpy as np; from dagtrain.model import kernels; print(kernels.fits(np.zeros((2, 2), np.float32)))"
@@ -137,6 +146,7 @@ def test_without_numba_auto_is_numpy_and_numba_is_an_error(monkeypatch: pytest.M
         kernels.using("numba").__enter__()
 
 
+@needs_numba
 @pytest.mark.parametrize("schedule", [dt.Sync(), dt.LayerLocal(4, "sharded")], ids=["sync", "layerlocal"])
 def test_a_run_is_bitwise_the_same_with_and_without_the_kernels(blobs: dt.Dataset, schedule: dt.Schedule) -> None:
     model = dt.MLP([12, 32, 16, 3], seed=2)  # relu and softmax cross-entropy: every kernel runs
