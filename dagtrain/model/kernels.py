@@ -9,8 +9,8 @@ as a handful of loops: the bias and relu in one pass, relu's backward in one, th
 shift and normalisation in two around numpy's own ``exp``.
 
 Measured on the 2-core machine (784-256-256-256-10, LayerLocal k=10 sharded, one epoch,
-12 interleaved rounds): chain tasks 0.94x the time on one thread and 0.92x on two, wall
-time 0.94x on two. See ``docs/performance.md``.
+interleaved rounds): chain tasks 0.93-0.99x the time on one thread and 0.91x on two, wall
+time 0.91x on two. See ``docs/performance.md``.
 
 The kernels do exactly the float32 operations the numpy code does, in the same order
 (a row's sum in numpy's pairwise order, numpy's ``maximum`` for NaN and signed zeros,
